@@ -1,0 +1,112 @@
+"""Save/load models in Keras 3 formats with their :class:`ModelConfig` embedded.
+
+``.weights.h5``: Keras' weights file plus a root HDF5 attribute ``edsr_tf_config``
+(JSON). ``.keras``: Keras' archive plus a member ``edsr_tf_config.json``. Either
+file alone is enough to rebuild the model. Writes go to a temporary file in the
+destination folder and are renamed into place, so a crash never leaves a
+half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import h5py
+import keras
+
+from edsr_tf.models.config import ModelConfig
+from edsr_tf.models.factory import build_model
+
+CONFIG_ATTR = "edsr_tf_config"
+CONFIG_MEMBER = "edsr_tf_config.json"
+
+
+class ModelFileError(ValueError):
+    """A weights/model file is missing, unreadable or does not fit its config."""
+
+
+def _suffix(path: Path) -> str:
+    name = path.name
+    if name.endswith(".weights.h5"):
+        return ".weights.h5"
+    if name.endswith(".keras"):
+        return ".keras"
+    raise ModelFileError(
+        f"{path}: expected a file ending in '.weights.h5' or '.keras'"
+    )
+
+
+def save_model(model: keras.Model, path: str | os.PathLike, config: ModelConfig) -> Path:
+    """Writes ``model`` (with ``config``) to ``path`` atomically; returns the path."""
+    path = Path(path)
+    suffix = _suffix(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)  # Keras refuses to overwrite some formats; let it create the file.
+    try:
+        if suffix == ".weights.h5":
+            model.save_weights(tmp)
+            with h5py.File(tmp, "a") as f:
+                f.attrs[CONFIG_ATTR] = config.to_json()
+        else:
+            model.save(tmp)
+            with zipfile.ZipFile(tmp, "a") as zf:
+                zf.writestr(CONFIG_MEMBER, config.to_json())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_config(path: str | os.PathLike) -> ModelConfig:
+    """Reads the embedded :class:`ModelConfig` of a ``.weights.h5``/``.keras`` file."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such weights file")
+    try:
+        if suffix == ".weights.h5":
+            with h5py.File(path, "r") as f:
+                text = f.attrs.get(CONFIG_ATTR)
+        else:
+            with zipfile.ZipFile(path) as zf:
+                text = zf.read(CONFIG_MEMBER) if CONFIG_MEMBER in zf.namelist() else None
+    except (OSError, zipfile.BadZipFile) as e:
+        raise ModelFileError(f"{path}: not a readable {suffix} file ({e})") from None
+    if text is None:
+        raise ModelFileError(
+            f"{path}: no edsr-tf model config inside; write it with edsr_tf.models.save_model, "
+            "edsr_tf.convert or train.py"
+        )
+    if isinstance(text, bytes):
+        text = text.decode()
+    try:
+        return ModelConfig.from_json(text)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ModelFileError(f"{path}: invalid embedded model config ({e})") from None
+
+
+def load_model(path: str | os.PathLike) -> tuple[keras.Model, ModelConfig]:
+    """Rebuilds the model stored at ``path`` and loads its weights."""
+    path = Path(path)
+    config = read_config(path)
+    if _suffix(path) == ".weights.h5":
+        model = build_model(config)
+        try:
+            model.load_weights(path)
+        except Exception as e:  # Keras raises ValueError/KeyError/OSError variously.
+            raise ModelFileError(
+                f"{path}: weights do not fit the embedded config {config.to_dict()} ({e})"
+            ) from None
+        return model, config
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as e:
+        raise ModelFileError(f"{path}: cannot load Keras model ({e})") from None
+    return model, config

@@ -1,0 +1,125 @@
+"""Model architecture: parameter counts equal the reference, shapes, save/load."""
+
+import numpy as np
+import pytest
+
+from edsr_tf.models import (
+    ModelConfig,
+    build_model,
+    load_model,
+    model_for_scale,
+    read_config,
+    save_model,
+)
+from edsr_tf.models.io import ModelFileError
+
+
+def trainable_params(model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+@pytest.mark.parametrize(
+    "preset,scale,expected",
+    [
+        ("edsr_baseline", 2, 1_369_859),
+        ("edsr_baseline", 3, 1_554_499),
+        ("edsr_baseline", 4, 1_517_571),
+        ("edsr", 2, 40_729_603),
+        ("edsr", 3, 43_680_003),
+        ("edsr", 4, 43_089_923),
+        ("mdsr_baseline", None, 3_227_203),
+        ("mdsr", None, 7_953_987),
+    ],
+)
+def test_param_counts_match_reference(preset, scale, expected):
+    model = build_model(ModelConfig.from_preset(preset, scale))
+    assert trainable_params(model) == expected
+    assert not model.non_trainable_weights  # mean shift is a constant, not a weight
+
+
+def tiny(arch="edsr", scales=(2,)):
+    return ModelConfig(arch=arch, scales=scales, n_resblocks=2, n_feats=8, res_scale=0.5)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_edsr_any_size_output_shape(scale):
+    model = build_model(tiny(scales=(scale,)))
+    for h, w in [(5, 7), (12, 9)]:
+        y = model(np.random.uniform(0, 255, (2, h, w, 3)).astype("float32"))
+        assert y.shape == (2, h * scale, w * scale, 3)
+
+
+def test_zero_weights_give_bicubic_free_mean_image():
+    # With every conv zeroed, the network outputs exactly the DIV2K mean: the
+    # mean shift in and out is wired as the reference does.
+    model = build_model(tiny())
+    for w in model.weights:
+        w.assign(np.zeros(w.shape, "float32"))
+    y = np.asarray(model(np.full((1, 4, 4, 3), 17.0, "float32")))
+    np.testing.assert_allclose(y[0, 0, 0], np.array([0.4488, 0.4371, 0.4040]) * 255, atol=1e-4)
+
+
+def test_mdsr_scale_models_share_weights():
+    config = tiny("mdsr", (2, 3, 4))
+    model = build_model(config)
+    x = np.random.uniform(0, 255, (1, 6, 5, 3)).astype("float32")
+    full = model(x)
+    for s in (2, 3, 4):
+        sub = model_for_scale(model, config, s)
+        y = sub(x)
+        assert y.shape == (1, 6 * s, 5 * s, 3)
+        np.testing.assert_allclose(np.asarray(y), np.asarray(full[f"x{s}"]), atol=1e-4)
+        # Same variable objects, not copies.
+        assert {id(v) for v in sub.weights} <= {id(v) for v in model.weights}
+    with pytest.raises(ValueError, match="x8"):
+        model_for_scale(model, config, 8)
+    with pytest.raises(ValueError, match="--scale"):
+        model_for_scale(model, config, None)
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+@pytest.mark.parametrize("arch,scales", [("edsr", (3,)), ("mdsr", (2, 4))])
+def test_save_load_roundtrip_with_config(tmp_path, suffix, arch, scales):
+    config = tiny(arch, scales)
+    model = build_model(config)
+    path = save_model(model, tmp_path / f"m{suffix}", config)
+    assert read_config(path) == config
+    loaded, loaded_config = load_model(path)
+    assert loaded_config == config
+    x = np.random.uniform(0, 255, (1, 5, 6, 3)).astype("float32")
+    a, b = model(x), loaded(x)
+    if arch == "mdsr":
+        for k in a:
+            np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), atol=1e-5)
+    else:
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    assert [p.name for p in tmp_path.iterdir()] == [f"m{suffix}"]  # no temp files left
+
+
+def test_bad_weights_files_give_clear_errors(tmp_path):
+    with pytest.raises(ModelFileError, match="no such weights file"):
+        load_model(tmp_path / "missing.weights.h5")
+    junk = tmp_path / "junk.weights.h5"
+    junk.write_bytes(b"not an hdf5 file at all")
+    with pytest.raises(ModelFileError, match="junk.weights.h5"):
+        load_model(junk)
+    with pytest.raises(ModelFileError, match="expected a file ending"):
+        load_model(tmp_path / "model.pt")
+    # Config says 16 feats but weights hold 8: mismatch named with the file.
+    config = tiny()
+    path = save_model(build_model(config), tmp_path / "m.weights.h5", config)
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        f.attrs["edsr_tf_config"] = ModelConfig(
+            arch="edsr", scales=(2,), n_resblocks=2, n_feats=16
+        ).to_json()
+    with pytest.raises(ModelFileError, match="do not fit"):
+        load_model(path)
+
+
+def test_unknown_preset_and_scale():
+    with pytest.raises(ValueError, match="unknown preset"):
+        ModelConfig.from_preset("srcnn", 2)
+    with pytest.raises(ValueError, match="unsupported edsr scale 5"):
+        ModelConfig.from_preset("edsr_baseline", 5)
