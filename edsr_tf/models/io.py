@@ -56,6 +56,10 @@ def save_model(model: keras.Model, path: str | os.PathLike, config: ModelConfig)
             model.save(tmp)
             with zipfile.ZipFile(tmp, "a") as zf:
                 zf.writestr(CONFIG_MEMBER, config.to_json())
+        # mkstemp-style names are private (0600); give the file normal permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

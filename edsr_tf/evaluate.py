@@ -1,0 +1,297 @@
+"""Paper-protocol evaluation: ``python -m edsr_tf.evaluate``.
+
+For every image of every requested set: the LR (official file, or made from the
+HR with MATLAB-bicubic ``imresize`` when absent) is super-resolved (or
+bicubic-upscaled with ``--bicubic``), rounded to uint8 and scored against the HR
+cropped to LR size × scale with :func:`edsr_tf.metrics.evaluate_pair` (Y channel,
+``scale`` px shaved; DIV2K: RGB, ``scale + 6`` shaved). A grayscale HR is scored
+on its own intensity; the model's three output channels are averaged for it.
+Prints a markdown PSNR/SSIM table (mean over images per set) and optionally
+writes everything, per image included, as JSON (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from edsr_tf.benchmark_sets import BenchmarkSet, DatasetNotFoundError, find_datasets  # noqa: E402
+from edsr_tf.images import ImageReadError, LoadedImage, atomic_write_bytes, read_image, write_image  # noqa: E402
+
+DEFAULT_DATASETS = "Set5,Set14,B100,Urban100"
+
+#: A super-resolver: LR image ([h,w] gray or [h,w,3] RGB, uint8) → SR uint8 of the same layout.
+SRFn = Callable[[np.ndarray], np.ndarray]
+
+
+class EvaluationError(ValueError):
+    """An image of a benchmark set cannot be evaluated (unreadable, too small, ...)."""
+
+
+def _to_uint8(img: LoadedImage) -> np.ndarray:
+    """The image as stored ([h,w] or [h,w,3]) in uint8 (16-bit files scaled by 1/257)."""
+    a = img.channels()
+    if img.bit_depth == 16:
+        from edsr_tf.metrics import quantize
+
+        a = quantize(a.astype(np.float64) / 257.0)
+    return a
+
+
+def load_pair(pair_hr: Path, pair_lr: Path | None, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """(LR, HR) uint8 arrays of one test image, HR cropped to LR size × ``scale``.
+
+    A missing LR is made from the HR (first cropped to a multiple of ``scale``)
+    with MATLAB-bicubic ``imresize``. Gray/RGB layouts of the pair are unified to the HR's.
+    """
+    from edsr_tf.imresize import imresize
+
+    hr = _to_uint8(read_image(pair_hr))
+    if pair_lr is None:
+        h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
+        if h == 0 or w == 0:
+            raise EvaluationError(f"{pair_hr}: {hr.shape[1]}x{hr.shape[0]} is smaller than x{scale}")
+        hr = hr[:h, :w]
+        return imresize(hr, scale=1.0 / scale), hr
+    lr = _to_uint8(read_image(pair_lr))
+    if lr.ndim != hr.ndim:  # e.g. a gray HR saved with an RGB LR: follow the HR.
+        lr = lr[..., 0] if hr.ndim == 2 else np.repeat(lr[..., None], 3, axis=-1)
+    h, w = lr.shape[0] * scale, lr.shape[1] * scale
+    if hr.shape[0] < h or hr.shape[1] < w:
+        raise EvaluationError(
+            f"{pair_hr}: HR {hr.shape[1]}x{hr.shape[0]} is smaller than LR {pair_lr.name} "
+            f"{lr.shape[1]}x{lr.shape[0]} times {scale}: wrong scale or mismatched files"
+        )
+    return lr, hr[:h, :w]
+
+
+def bicubic_sr(scale: int) -> SRFn:
+    """The papers' Bicubic baseline (MATLAB imresize, uint8 result)."""
+    from edsr_tf.imresize import bicubic_upscale
+
+    return lambda lr: bicubic_upscale(lr, scale)
+
+
+def model_sr(model, scale: int, **upscale_kwargs) -> SRFn:
+    """A model-based super-resolver (keywords go to :func:`edsr_tf.inference.upscale_array`)."""
+    from edsr_tf.images import quantize_to
+    from edsr_tf.inference import upscale_array
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        rgb = np.repeat(lr[..., None], 3, axis=-1) if lr.ndim == 2 else lr
+        sr = upscale_array(model, scale, rgb.astype(np.float32), **upscale_kwargs)
+        if lr.ndim == 2:
+            sr = sr.mean(axis=-1, dtype=np.float32)
+        return quantize_to(sr, 8)
+
+    return run
+
+
+def evaluate_set(
+    bset: BenchmarkSet,
+    sr_fn: SRFn,
+    *,
+    limit: int | None = None,
+    save_dir: Path | None = None,
+    progress: bool = False,
+) -> dict:
+    """Scores ``sr_fn`` on ``bset``: mean PSNR/SSIM and per-image figures."""
+    from edsr_tf.metrics import evaluate_pair
+
+    pairs = bset.pairs[:limit] if limit else bset.pairs
+    per_image = []
+    it = pairs
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(pairs, desc=f"{bset.name} x{bset.scale}", unit="img", leave=False, file=sys.stderr)
+    for pair in it:
+        try:
+            lr, hr = load_pair(pair.hr, pair.lr, bset.scale)
+        except ImageReadError as e:
+            raise EvaluationError(str(e)) from None
+        sr = sr_fn(lr)
+        if sr.shape != hr.shape:
+            raise EvaluationError(
+                f"{pair.hr}: SR output {sr.shape} does not match HR {hr.shape} (wrong scale?)"
+            )
+        scores = evaluate_pair(sr, hr, bset.scale, div2k=bset.div2k)
+        per_image.append({"name": pair.name, **scores, "generated_lr": pair.lr is None})
+        if save_dir is not None:
+            write_image(save_dir / bset.name / f"{pair.name}_x{bset.scale}.png", sr)
+    psnrs = [r["psnr"] for r in per_image]
+    return {
+        "dataset": bset.name,
+        "path": str(bset.root),
+        "layout": bset.layout,
+        "scale": bset.scale,
+        "images": len(per_image),
+        "generated_lr": sum(r["generated_lr"] for r in per_image),
+        "protocol": "RGB, shave scale+6" if bset.div2k else "Y (BT.601), shave scale",
+        "psnr": float(np.mean(psnrs)),
+        "ssim": float(np.mean([r["ssim"] for r in per_image])),
+        "per_image": per_image,
+    }
+
+
+def markdown_table(results: Sequence[dict], method: str) -> str:
+    """Paper-style table: one row per set, PSNR (dB) to 2 decimals, SSIM to 4."""
+    lines = [
+        f"| Dataset | Scale | Images | {method} PSNR (dB) | {method} SSIM |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['dataset']} | x{r['scale']} | {r['images']} | {r['psnr']:.2f} | {r['ssim']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def _json_safe(x):
+    # JSON has no Infinity: identical images (PSNR inf) are written as null.
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m edsr_tf.evaluate``."""
+    from edsr_tf.inference import DEFAULT_TILE
+    from edsr_tf.upscale import tile_arg
+
+    p = argparse.ArgumentParser(
+        prog="python -m edsr_tf.evaluate",
+        description="PSNR/SSIM on SR benchmark sets with the papers' protocol "
+        "(uint8 output, Y of BT.601, scale px shaved; DIV2K: RGB, scale+6).",
+    )
+    p.add_argument("--weights", help=".weights.h5 or .keras file written by edsr_tf (config embedded)")
+    p.add_argument("--bicubic", action="store_true", help="evaluate MATLAB-bicubic upscaling instead of a model")
+    p.add_argument("--dataset-dir", required=True, type=Path,
+                   help="folder holding <Set>/ (or benchmark/<Set>/) and/or DIV2K/")
+    p.add_argument("--datasets", default=DEFAULT_DATASETS,
+                   help=f"comma-separated set names (default {DEFAULT_DATASETS}; B100=BSD100; DIV2K)")
+    p.add_argument("--scale", type=int, help="upscaling factor (default: the model's; required for "
+                   "--bicubic and multi-scale MDSR)")
+    p.add_argument("--self-ensemble", action="store_true", help="geometric x8 self-ensemble (EDSR+)")
+    p.add_argument("--tile", type=tile_arg, default=DEFAULT_TILE,
+                   help="LR tile size, 0 = whole image, 'auto' (default) = memory-bounded; exact "
+                        "with the default overlap")
+    p.add_argument("--tile-overlap", type=int, default=None,
+                   help="LR context pixels per tile side (default: the model's receptive-field radius)")
+    p.add_argument("--batch", type=int, default=1, help="tiles per model call (default 1)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of each set")
+    p.add_argument("--json", type=Path, help="also write the results (per image too) to this JSON file")
+    p.add_argument("--save-dir", type=Path, help="also write the SR images to <save-dir>/<set>/")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _error(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the evaluation CLI; returns the exit code (0 ok, 1 evaluation failed, 2 bad arguments)."""
+    args = build_parser().parse_args(argv)
+    if args.bicubic == bool(args.weights):
+        _error("give exactly one of --weights W and --bicubic")
+        return 2
+    if args.bicubic and args.scale is None:
+        _error("--bicubic needs --scale")
+        return 2
+    if args.bicubic and args.self_ensemble:
+        _error("--self-ensemble needs a model (--weights), not --bicubic")
+        return 2
+    if args.scale is not None and args.scale < 1:
+        _error(f"--scale must be a positive integer, got {args.scale}")
+        return 2
+    for flag, value in (("--tile-overlap", args.tile_overlap), ("--limit", args.limit)):
+        if value is not None and value < 0:
+            _error(f"{flag} must be >= 0, got {value}")
+            return 2
+    if args.batch < 1:
+        _error(f"--batch must be >= 1, got {args.batch}")
+        return 2
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    if not names:
+        _error("--datasets is empty")
+        return 2
+
+    config = None
+    if args.bicubic:
+        scale = args.scale
+        method = "Bicubic"
+    else:
+        from edsr_tf.models import load_model, model_for_scale
+        from edsr_tf.models.io import ModelFileError
+
+        try:
+            model, config = load_model(args.weights)
+            scale = args.scale or (config.scales[0] if len(config.scales) == 1 else None)
+            model = model_for_scale(model, config, scale)
+        except (ModelFileError, ValueError) as e:
+            _error(str(e) if isinstance(e, ModelFileError) else f"--weights {args.weights}: {e}")
+            return 2
+        method = (config.preset or config.arch) + ("+" if args.self_ensemble else "")
+    try:
+        sets = find_datasets(args.dataset_dir, names, scale)
+    except DatasetNotFoundError as e:
+        _error(str(e))
+        return 2
+
+    if args.bicubic:
+        sr_fn = bicubic_sr(scale)
+    else:
+        sr_fn = model_sr(
+            model, scale, tile=args.tile or None, tile_overlap=args.tile_overlap,
+            self_ensemble=args.self_ensemble, batch_size=args.batch,
+        )
+    results = []
+    t0 = time.perf_counter()
+    for bset in sets:
+        try:
+            results.append(
+                evaluate_set(bset, sr_fn, limit=args.limit, save_dir=args.save_dir,
+                             progress=not args.quiet)
+            )
+        except (EvaluationError, ImageReadError, ValueError) as e:
+            _error(f"{bset.name}: {e}")
+            return 1
+        if results[-1]["generated_lr"]:
+            print(f"note: {bset.name}: {results[-1]['generated_lr']} LR images made with imresize "
+                  "(no official LR file found)", file=sys.stderr)
+    seconds = time.perf_counter() - t0
+    print(markdown_table(results, method))
+    if args.json:
+        doc = {
+            "method": method,
+            "weights": None if args.bicubic else str(args.weights),
+            "config": None if config is None else config.to_dict(),
+            "scale": scale,
+            "self_ensemble": bool(args.self_ensemble),
+            "tile": None if args.bicubic else (args.tile or None),
+            "tile_overlap": args.tile_overlap,
+            "seconds": round(seconds, 3),
+            "results": results,
+        }
+        atomic_write_bytes(args.json, (json.dumps(_json_safe(doc), indent=2) + "\n").encode())
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""``python -m edsr_tf.evaluate`` and benchmark-set discovery."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from edsr_tf.benchmark_sets import DatasetNotFoundError, find_dataset
+from edsr_tf.evaluate import main
+from edsr_tf.images import write_image
+from edsr_tf.metrics import evaluate_pair
+from edsr_tf.models import ModelConfig, build_model, save_model
+
+
+def readme_figures(shared_data):
+    """{(set, layout folder): [x2, x3, x4]} from the reference table of ../shared/data/README.md."""
+    figures = {}
+    for line in (shared_data / "README.md").read_text().splitlines():
+        m = re.match(r"\|\s*(Set\d+)\s*\((.*?)\)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|", line)
+        if m:
+            name, where = m.group(1), m.group(2)
+            layouts = ["benchmark", "edsr_benchmark"] if where == "either" else [where.strip("`/")]
+            for layout in layouts:
+                figures[(name, layout)] = [float(m.group(i)) for i in (3, 4, 5)]
+    return figures
+
+
+@pytest.mark.parametrize("layout", ["benchmark", "edsr_benchmark"])
+def test_bicubic_reproduces_reference_figures(shared_data, layout, tmp_path, capsys):
+    figures = readme_figures(shared_data)
+    assert ("Set5", layout) in figures and ("Set14", layout) in figures
+    for i, scale in enumerate((2, 3, 4)):
+        out = tmp_path / f"x{scale}.json"
+        rc = main(["--bicubic", "--scale", str(scale), "--dataset-dir", str(shared_data / layout),
+                   "--datasets", "Set5,Set14", "--json", str(out), "--quiet"])
+        table = capsys.readouterr().out
+        assert rc == 0
+        results = {r["dataset"]: r for r in json.loads(out.read_text())["results"]}
+        for name in ("Set5", "Set14"):
+            got, ref = results[name]["psnr"], figures[(name, layout)][i]
+            print(f"{layout} {name} x{scale}: bicubic PSNR {got:.3f} dB (reference {ref})")
+            assert abs(got - ref) <= 0.01
+            assert results[name]["generated_lr"] == 0  # official LR files were used
+            assert f"| {name} | x{scale} | {results[name]['images']} | {got:.2f} |" in table
+
+
+def test_tiny_model_table_and_json(shared_data, tmp_path, capsys):
+    config = ModelConfig(arch="edsr", scales=(2,), n_resblocks=2, n_feats=8, res_scale=0.5)
+    weights = save_model(build_model(config), tmp_path / "tiny.weights.h5", config)
+    out = tmp_path / "res" / "eval.json"
+    rc = main(["--weights", str(weights), "--dataset-dir", str(shared_data / "edsr_benchmark"),
+               "--datasets", "Set5,set14", "--limit", "3", "--tile", "64", "--json", str(out),
+               "--save-dir", str(tmp_path / "sr"), "--quiet"])
+    table = capsys.readouterr().out
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["config"] == config.to_dict() and doc["scale"] == 2 and not doc["self_ensemble"]
+    assert [r["dataset"] for r in doc["results"]] == ["Set5", "Set14"]  # named as the folders
+    for r in doc["results"]:
+        assert r["images"] == 3 and r["layout"] == "edsr"
+        assert math.isfinite(r["psnr"]) and 0 < r["ssim"] < 1
+        assert r["psnr"] == pytest.approx(np.mean([p["psnr"] for p in r["per_image"]]))
+        assert f"| {r['dataset']} | x2 | 3 | {r['psnr']:.2f} | {r['ssim']:.4f} |" in table
+    assert "edsr PSNR (dB)" in table.splitlines()[0]
+    # The saved SR image scores what the table says.
+    from edsr_tf.evaluate import load_pair
+    from edsr_tf.images import read_image
+
+    first = doc["results"][0]["per_image"][0]
+    sr = read_image(tmp_path / "sr" / "Set5" / f"{first['name']}_x2.png").rgb
+    _, hr = load_pair(shared_data / "edsr_benchmark/Set5/HR" / f"{first['name']}.png",
+                      shared_data / "edsr_benchmark/Set5/LR_bicubic/X2" / f"{first['name']}x2.png", 2)
+    assert evaluate_pair(sr, hr, 2)["psnr"] == pytest.approx(first["psnr"])
+
+    rc = main(["--weights", str(weights), "--dataset-dir", str(shared_data / "edsr_benchmark"),
+               "--datasets", "Set5", "--limit", "1", "--self-ensemble", "--quiet"])
+    table = capsys.readouterr().out
+    assert rc == 0 and "edsr+ PSNR (dB)" in table and "| Set5 | x2 | 1 |" in table
+
+
+def test_missing_dataset_is_named(shared_data, tmp_path, capsys):
+    rc = main(["--bicubic", "--scale", "2", "--dataset-dir", str(shared_data / "benchmark"),
+               "--datasets", "Set5,Urban100"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Urban100" in err and str(shared_data / "benchmark") in err
+    rc = main(["--bicubic", "--scale", "2", "--dataset-dir", str(tmp_path / "nowhere")])
+    assert rc == 2 and "nowhere: dataset directory does not exist" in capsys.readouterr().err
+
+
+def _hr(rng, h, w, gray=False):
+    img = rng.integers(0, 256, (h, w) if gray else (h, w, 3), dtype=np.uint8)
+    return img
+
+
+def test_layouts_aliases_and_generated_lr(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    # EDSR-PyTorch layout, folder BSD100, one LR file missing.
+    write_image(root / "BSD100/HR/a.png", _hr(rng, 25, 31))
+    write_image(root / "BSD100/HR/b.png", _hr(rng, 20, 22, gray=True))
+    write_image(root / "BSD100/LR_bicubic/X2/ax2.png", _hr(rng, 12, 15))
+    # Per-scale layout under benchmark/.
+    write_image(root / "benchmark/Urban100/image_SRF_3/img_001_SRF_3_HR.png", _hr(rng, 30, 33))
+    write_image(root / "benchmark/Urban100/image_SRF_3/img_001_SRF_3_LR.png", _hr(rng, 10, 11))
+    # HR-only folder, and DIV2K with both splits.
+    write_image(root / "Manga109/m.png", _hr(rng, 40, 26))
+    write_image(root / "DIV2K/DIV2K_train_HR/0001.png", _hr(rng, 40, 40))
+    write_image(root / "DIV2K/DIV2K_valid_HR/0801.png", _hr(rng, 36, 44))
+
+    b100 = find_dataset(root, "B100", 2)  # alias, case-insensitive folder match
+    assert (b100.name, b100.layout) == ("BSD100", "edsr")
+    assert [(p.name, p.lr is not None) for p in b100.pairs] == [("a", True), ("b", False)]
+    urban = find_dataset(root, "urban100", 3)
+    assert (urban.name, urban.layout, urban.pairs[0].name) == ("Urban100", "srf", "img_001_SRF_3")
+    with pytest.raises(DatasetNotFoundError, match=r"no image_SRF_2.*image_SRF_3"):
+        find_dataset(root, "Urban100", 2)
+    assert find_dataset(root, "Manga109", 4).layout == "hr_only"
+    div2k = find_dataset(root, "DIV2K", 2)
+    assert (div2k.name, div2k.div2k, div2k.pairs[0].name) == ("DIV2K", True, "0801")
+
+    out = tmp_path / "r.json"
+    rc = main(["--bicubic", "--scale", "2", "--dataset-dir", str(root), "--datasets",
+               "B100,Manga109,DIV2K", "--json", str(out), "--quiet"])
+    assert rc == 0
+    res = {r["dataset"]: r for r in json.loads(out.read_text())["results"]}
+    assert res["BSD100"]["generated_lr"] == 1 and res["Manga109"]["generated_lr"] == 1
+    assert res["DIV2K"]["protocol"].startswith("RGB")
+    assert "LR images made with imresize" in capsys.readouterr().err
+
+
+def test_unreadable_image_in_a_set_fails_clearly(tmp_path, capsys):
+    write_image(tmp_path / "Set5/HR/a.png", np.zeros((20, 20, 3), np.uint8))
+    (tmp_path / "Set5/HR/b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    rc = main(["--bicubic", "--scale", "2", "--dataset-dir", str(tmp_path), "--datasets", "Set5",
+               "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "b.png" in err and "Traceback" not in err
