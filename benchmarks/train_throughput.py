@@ -1,0 +1,334 @@
+"""Training throughput (LR patches/s) of our Keras train step vs a plain PyTorch step.
+
+    python benchmarks/train_throughput.py [--presets edsr_baseline,edsr,mdsr_baseline]
+        [--batch edsr_baseline=16,edsr=2,mdsr_baseline=16] [--patch 48] [--steps 4]
+        [--rounds 3] [--jit_compile] [--out results.json]
+
+For each preset, the same network (identical parameter count, checked) is trained on
+random LR/HR patches with L1 + Adam: ours through ``SRTrainer`` and the checkpointable
+``TrainLoop`` exactly as ``train.py`` runs it; the reference is a plain PyTorch
+(CPU) ``zero_grad / forward / L1 / backward / Adam step`` of an EDSR-PyTorch-style
+module written below. Timed rounds alternate between the two frameworks (the
+machine may be shared) and the median round is reported; each framework runs in its
+own process so that their thread pools do not compete. MDSR cycles through its
+scales, one per batch, as in training. Ours uses all cores; PyTorch gets the faster
+of all cores and one thread (its OpenMP pool can collapse on a busy machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+DEFAULT_BATCH = {"edsr_baseline": 16, "edsr": 2, "mdsr_baseline": 16, "mdsr": 16}
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+# ----------------------------------------------------------------------------- PyTorch reference
+
+def torch_model(arch: str, scales, n_resblocks: int, n_feats: int, res_scale: float):
+    """EDSR / MDSR as EDSR-PyTorch builds them (NCHW, PixelShuffle upsampler)."""
+    import torch
+    from torch import nn
+
+    def conv(cin, cout, k=3):
+        return nn.Conv2d(cin, cout, k, padding=k // 2, bias=True)
+
+    class ResBlock(nn.Module):
+        def __init__(self, k, scale):
+            super().__init__()
+            self.body = nn.Sequential(conv(n_feats, n_feats, k), nn.ReLU(True), conv(n_feats, n_feats, k))
+            self.res_scale = scale
+
+        def forward(self, x):
+            return x + self.body(x) * self.res_scale
+
+    def upsampler(scale):
+        layers = []
+        if scale == 3:
+            layers += [conv(n_feats, 9 * n_feats), nn.PixelShuffle(3)]
+        else:
+            for _ in range(int(math.log2(scale))):
+                layers += [conv(n_feats, 4 * n_feats), nn.PixelShuffle(2)]
+        return nn.Sequential(*layers)
+
+    mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1) * 255.0
+
+    class EDSR(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = conv(3, n_feats)
+            self.body = nn.Sequential(*[ResBlock(3, res_scale) for _ in range(n_resblocks)],
+                                      conv(n_feats, n_feats))
+            self.tail = nn.Sequential(upsampler(scales[0]), conv(n_feats, 3))
+
+        def forward(self, x, scale=None):
+            x = self.head(x - mean)
+            x = x + self.body(x)
+            return self.tail(x) + mean
+
+    class MDSR(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = conv(3, n_feats)
+            self.pre_process = nn.ModuleDict(
+                {str(s): nn.Sequential(ResBlock(5, 1.0), ResBlock(5, 1.0)) for s in scales})
+            self.body = nn.Sequential(*[ResBlock(3, 1.0) for _ in range(n_resblocks)],
+                                      conv(n_feats, n_feats))
+            self.upsample = nn.ModuleDict({str(s): upsampler(s) for s in scales})
+            self.tail = conv(n_feats, 3)
+
+        def forward(self, x, scale):
+            x = self.pre_process[str(scale)](self.head(x - mean))
+            x = x + self.body(x)
+            return self.tail(self.upsample[str(scale)](x)) + mean
+
+    return EDSR() if arch == "edsr" else MDSR()
+
+
+class TorchBench:
+    def __init__(self, config, batches):
+        import torch
+
+        torch.manual_seed(0)
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.torch = torch
+        self.model = torch_model(config.arch, config.scales, config.n_resblocks, config.n_feats,
+                                 config.res_scale)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
+        # NHWC numpy → NCHW tensors, (scale, lr, hr)
+        self.batches = [(s, torch.from_numpy(lr.transpose(0, 3, 1, 2).copy()),
+                         torch.from_numpy(hr.transpose(0, 3, 1, 2).copy())) for s, lr, hr in batches]
+        self.i = 0
+
+    def steps(self, n: int) -> float:
+        for _ in range(n):
+            scale, lr, hr = self.batches[self.i % len(self.batches)]
+            self.i += 1
+            self.opt.zero_grad()
+            loss = self.torch.nn.functional.l1_loss(self.model(lr, scale), hr)
+            loss.backward()
+            self.opt.step()
+        return float(loss.detach())
+
+
+# ----------------------------------------------------------------------------- ours
+
+class KerasBench:
+    def __init__(self, config, batches, jit_compile: bool):
+        import keras
+        import tensorflow as tf
+
+        from edsr_tf.models import build_model
+        from edsr_tf.training import SRTrainer, TrainLoop, lr_schedule, make_optimizer
+
+        keras.utils.set_random_seed(0)
+        model = build_model(config)
+        self.params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+        trainer = SRTrainer(model, config)
+        trainer.compile(optimizer=make_optimizer(lr_schedule(1e-4, 200_000)), jit_compile=jit_compile)
+        per_scale = [tf.data.Dataset.from_tensors((lr, hr)).repeat() for _, lr, hr in batches]
+        if len(per_scale) == 1:
+            ds = per_scale[0]
+        else:  # shapes differ per scale: the trainer dispatches from dynamic shapes, as in training
+            order = tf.data.Dataset.range(len(per_scale)).repeat()
+            ds = tf.data.Dataset.choose_from_datasets(per_scale, order)
+        self.loop = TrainLoop(trainer, ds.prefetch(2))
+        self.target = 0
+
+    def steps(self, n: int) -> float:
+        from edsr_tf.training.trainer import log_value
+
+        self.target += n
+        logs = self.loop.run(self.target)
+        return log_value(logs, "batch_loss")  # reading it waits for the last step
+
+
+# ----------------------------------------------------------------------------- driver
+
+def _config(preset: str):
+    from edsr_tf.models.config import ModelConfig
+
+    return ModelConfig.from_preset(preset, 2 if preset.startswith("edsr") else None)
+
+
+def _batches(config, batch: int, patch: int):
+    rng = np.random.default_rng(0)
+    return [(s, rng.uniform(0, 255, (batch, patch, patch, 3)).astype(np.float32),
+             rng.uniform(0, 255, (batch, patch * s, patch * s, 3)).astype(np.float32))
+            for s in config.scales]
+
+
+def worker(framework: str, preset: str, batch: int, patch: int, warmup: int, jit_compile: bool,
+           torch_threads: str) -> int:
+    """Builds one framework's trainer, warms it up, then times ``N`` steps per stdin line."""
+    config = _config(preset)
+    batches = _batches(config, batch, patch)
+    info = {}
+    if framework == "keras":
+        bench = KerasBench(config, batches, jit_compile)
+        bench.steps(warmup)
+    else:
+        import torch
+
+        bench = TorchBench(config, batches)
+        choices = [os.cpu_count() or 1] if torch_threads == "all" else (
+            [int(torch_threads)] if torch_threads.isdigit() else sorted({os.cpu_count() or 1, 1}))
+        best = None
+        for n in choices:  # OpenMP with all threads can collapse on a busy machine: keep the faster
+            torch.set_num_threads(n)
+            bench.steps(warmup)
+            t0 = time.perf_counter()
+            bench.steps(1)
+            dt = time.perf_counter() - t0
+            if best is None or dt < best[1]:
+                best = (n, dt)
+        torch.set_num_threads(best[0])
+        info["threads"] = best[0]
+    print("READY " + json.dumps({"params": bench.params, **info}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        n = int(line)
+        t0 = time.perf_counter()
+        loss = bench.steps(n)
+        print(json.dumps({"seconds": time.perf_counter() - t0, "loss": loss}), flush=True)
+    return 0
+
+
+class _Worker:
+    def __init__(self, framework: str, args, preset: str, batch: int):
+        import subprocess
+
+        cmd = [sys.executable, __file__, "--worker", framework, "--presets", preset,
+               "--batch", f"{preset}={batch}", "--patch", str(args.patch), "--warmup",
+               str(args.warmup), "--torch_threads", args.torch_threads]
+        if args.jit_compile:
+            cmd.append("--jit_compile")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self._read("READY ")[len("READY "):])
+
+    def _read(self, prefix: str = "") -> str:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise SystemExit(f"benchmark worker exited (code {self.proc.wait()})")
+            if line.startswith(prefix) and (prefix or line.startswith("{")):
+                return line
+
+    def time(self, steps: int) -> float:
+        self.proc.stdin.write(f"{steps}\n")
+        self.proc.stdin.flush()
+        out = json.loads(self._read())
+        if not math.isfinite(out["loss"]):
+            raise SystemExit("non-finite loss")
+        return out["seconds"]
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait(timeout=60)
+
+
+def bench_preset(preset: str, batch: int, steps: int, args) -> dict:
+    """Times both frameworks in separate processes, alternating rounds; median per framework."""
+    workers = {}
+    try:
+        for name in ("keras", "torch"):  # one at a time: warm-up must not contend
+            workers[name] = _Worker(name, args, preset, batch)
+        if workers["keras"].info["params"] != workers["torch"].info["params"]:
+            raise SystemExit(f"{preset}: parameter counts differ: {workers['keras'].info} vs "
+                             f"{workers['torch'].info}")
+        times = {"keras": [], "torch": []}
+        for _ in range(args.rounds):
+            for name, w in workers.items():
+                times[name].append(w.time(steps))
+    finally:
+        for w in workers.values():
+            w.close()
+    rate = {k: steps * batch / statistics.median(v) for k, v in times.items()}
+    return {
+        "preset": preset, "scales": list(_config(preset).scales),
+        "params": workers["keras"].info["params"], "batch": batch, "patch": args.patch,
+        "steps_per_round": steps, "rounds": args.rounds, "torch_threads": workers["torch"].info["threads"],
+        "keras_patches_per_s": rate["keras"], "torch_patches_per_s": rate["torch"],
+        "ratio": rate["keras"] / rate["torch"],
+        "keras_round_s": times["keras"], "torch_round_s": times["torch"],
+    }
+
+
+def parse_batches(text: str) -> dict[str, int]:
+    out = dict(DEFAULT_BATCH)
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, value = item.partition("=")
+        out[name] = int(value)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", default="edsr_baseline,edsr,mdsr_baseline")
+    p.add_argument("--batch", default="", help="per-preset batch, e.g. edsr=2 (defaults: %s)" % DEFAULT_BATCH)
+    p.add_argument("--patch", type=int, default=48, help="LR patch size (paper: 48)")
+    p.add_argument("--steps", type=int, default=4, help="steps per timed round (edsr: half)")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds per framework (median reported)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--jit_compile", action="store_true", help="XLA-compile our step")
+    p.add_argument("--torch_threads", default="best",
+                   help="PyTorch threads: 'best' (faster of all cores and 1), 'all', or a number")
+    p.add_argument("--out", default=None, help="also write the results as JSON here")
+    p.add_argument("--worker", choices=["keras", "torch"], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    batches = parse_batches(args.batch)
+    presets = [s.strip() for s in args.presets.split(",") if s.strip()]
+    if args.worker:
+        return worker(args.worker, presets[0], batches[presets[0]], args.patch, args.warmup,
+                      args.jit_compile, args.torch_threads)
+    import tensorflow as tf
+    import torch
+
+    results = []
+    for preset in presets:
+        steps = max(1, args.steps // 2) if preset == "edsr" else args.steps
+        r = bench_preset(preset, batches[preset], steps, args)
+        results.append(r)
+        print(f"{preset}: keras {r['keras_patches_per_s']:.1f} patches/s, torch "
+              f"{r['torch_patches_per_s']:.1f} patches/s ({r['torch_threads']} threads), "
+              f"ratio {r['ratio']:.2f}", flush=True)
+    env = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, "
+           f"TF {tf.__version__}, torch {torch.__version__}"
+           + (", XLA" if args.jit_compile else ""))
+    print(f"\nTraining throughput (LR {args.patch}x{args.patch} patches/s, median of {args.rounds} "
+          f"alternating rounds; {env})\n")
+    print("| preset | scales | params | batch | keras (ours) | PyTorch | ours / PyTorch |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['preset']} | {'/'.join(f'x{s}' for s in r['scales'])} | {r['params']:,} | "
+              f"{r['batch']} | {r['keras_patches_per_s']:.1f} | {r['torch_patches_per_s']:.1f} "
+              f"({r['torch_threads']} thr) | {r['ratio']:.2f}x |")
+    if args.out:
+        path = Path(args.out)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({"environment": env, "results": results}, indent=2) + "\n")
+        os.replace(tmp, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""``train.py``: flags → data, model, strategy → training loop → weights + evaluation table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+#: Where the benchmark sets live in this project's checkouts (used when found).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATASET_DIRS = (REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data")
+DIV2K_TRAIN_RANGE = "1-800/801-810"  # EDSR-PyTorch's default: validate on 10 images
+
+
+class TrainError(ValueError):
+    """A configuration problem reported to the user as one line."""
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """All knobs of a training run (``train.py`` fills it from its flags)."""
+
+    out_dir: str
+    data_source: str = "samples"
+    data_dir: str | None = None
+    data_range: str | None = None
+    track: str = "bicubic"
+    val_dir: str | None = None
+    tfds_manual_dir: str | None = None
+    cache_dir: str | None = None
+    val_limit: int = 10
+    eval_sets: Sequence[str] = ()
+    dataset_dir: str | None = None
+    model: str = "edsr_baseline"
+    scales: Sequence[int] | None = None
+    n_resblocks: int | None = None
+    n_feats: int | None = None
+    res_scale: float | None = None
+    init_from: str | None = None
+    patch_size: int = 48
+    batch_size: int = 16
+    steps: int = 300_000
+    lr: float = 1e-4
+    lr_decay_steps: int = 200_000
+    lr_decay_factor: float = 0.5
+    resume: bool = False
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 3
+    eval_every: int = 1000
+    log_every: int = 100
+    eval_tile: int = 0
+    seed: int = 0
+    deterministic: bool = False
+    strategy: str = "auto"
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    progress: bool = True
+
+    @classmethod
+    def from_flags(cls, flags_values) -> "TrainOptions":
+        names = {f.name for f in dataclasses.fields(cls)} - {"scales"}
+        kwargs = {n: getattr(flags_values, n) for n in names}
+        kwargs["eval_sets"] = tuple(s.strip() for s in (kwargs["eval_sets"] or ()) if s.strip())
+        scale = flags_values.scale
+        kwargs["scales"] = tuple(int(s) for s in scale) if scale else None
+        return cls(**kwargs)
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------ model
+
+def model_config(opts: TrainOptions):
+    """The :class:`ModelConfig` of the run (preset + scale + overrides)."""
+    from edsr_tf.models import PRESETS, ModelConfig
+
+    arch = PRESETS[opts.model][0]
+    scales = opts.scales
+    if arch == "edsr":
+        scales = scales or (2,)
+        if len(scales) != 1:
+            raise TrainError(f"--scale: EDSR preset {opts.model!r} takes one scale, got {list(scales)}")
+        scale_arg = scales[0]
+    else:
+        scale_arg = tuple(scales) if scales else None
+    try:
+        return ModelConfig.from_preset(
+            opts.model, scale_arg, n_resblocks=opts.n_resblocks, n_feats=opts.n_feats,
+            res_scale=opts.res_scale,
+        )
+    except ValueError as e:
+        raise TrainError(f"--model/--scale: {e}") from None
+
+
+def init_from_weights(model, config, path: str | os.PathLike) -> list[str]:
+    """Copies weights of ``path`` into ``model`` by layer name; returns skipped layers.
+
+    Layers whose shapes differ are skipped only where that is expected between
+    scales (upsampler, MDSR per-scale pre-processing), as EDSR-PyTorch's loader
+    skips the mismatching ``tail``; any other mismatch is an error.
+    """
+    from edsr_tf.models import load_model
+
+    src, src_cfg = load_model(path)
+    if (src_cfg.arch, src_cfg.n_resblocks, src_cfg.n_feats) != (
+        config.arch, config.n_resblocks, config.n_feats
+    ):
+        raise TrainError(
+            f"--init_from {path}: {src_cfg.arch} with {src_cfg.n_resblocks} blocks/{src_cfg.n_feats} "
+            f"feats does not fit this {config.arch} with {config.n_resblocks}/{config.n_feats} "
+            "(only the scale may differ)"
+        )
+    src_layers = {layer.name: layer for layer in src.layers}
+    skipped, copied = [], 0
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        other = src_layers.get(layer.name)
+        scale_specific = layer.name.startswith("upsample") or layer.name.startswith("pre_x")
+        if other is None or [tuple(w.shape) for w in other.weights] != [tuple(w.shape) for w in layer.weights]:
+            if scale_specific:
+                skipped.append(layer.name)
+                continue
+            raise TrainError(
+                f"--init_from {path}: layer {layer.name!r} is missing or has other shapes "
+                f"in that file (model x{list(src_cfg.scales)} vs x{list(config.scales)})"
+            )
+        layer.set_weights(other.get_weights())
+        copied += 1
+    if not copied:
+        raise TrainError(f"--init_from {path}: no layer of this model found in that file")
+    return skipped
+
+
+# ------------------------------------------------------------------ data
+
+def _data_source(opts: TrainOptions, work: Path):
+    """(training DataSource, validation sets factory)."""
+    from edsr_tf.data import DataSource
+
+    if opts.data_source == "samples":
+        from edsr_tf.sample_data import TRAIN_IMAGES, write_sample_images
+
+        folder = work / "samples" / "train"
+        write_sample_images(folder, TRAIN_IMAGES)
+        return DataSource.folder(folder, data_range=opts.data_range)
+    if opts.data_source == "folder":
+        return DataSource.folder(opts.data_dir, data_range=opts.data_range)
+    if opts.data_source == "div2k":
+        return DataSource.div2k(opts.data_dir, track=opts.track,
+                                data_range=opts.data_range or DIV2K_TRAIN_RANGE)
+    return DataSource(kind="tfds", track=opts.track, data_range=opts.data_range or DIV2K_TRAIN_RANGE,
+                      tfds_data_dir=opts.data_dir, tfds_manual_dir=opts.tfds_manual_dir)
+
+
+def validation_sets(opts: TrainOptions, source, scales: Sequence[int]) -> list:
+    """Whole-image validation sets (one per scale) for the run's data source."""
+    from edsr_tf.data import DataSource, build_eval_dataset
+    from edsr_tf.training.evaluation import eval_set_from_dataset, eval_set_from_hr
+
+    limit = opts.val_limit or None
+    out = []
+    for s in scales:
+        if opts.data_source == "samples":
+            from edsr_tf.sample_data import EVAL_IMAGES, sample_images
+
+            imgs = dict(list(sample_images(EVAL_IMAGES).items())[:limit])
+            out.append(eval_set_from_hr("photos", imgs, s))
+        elif opts.data_source == "folder":
+            if not opts.val_dir:
+                continue
+            ds = build_eval_dataset(DataSource.folder(opts.val_dir), s, limit=limit)
+            out.append(eval_set_from_dataset(Path(opts.val_dir).name, ds, s))
+        else:
+            ds = build_eval_dataset(source, s, limit=limit)
+            out.append(eval_set_from_dataset("DIV2K-val", ds, s, div2k=True))
+    return out
+
+
+def benchmark_sets(opts: TrainOptions, scales: Sequence[int]) -> list:
+    """The ``--eval_sets`` found under ``--dataset_dir`` (or the default ../shared/data)."""
+    from edsr_tf.benchmark_sets import DatasetNotFoundError
+    from edsr_tf.training.evaluation import load_benchmark_set
+
+    if not opts.eval_sets:
+        return []
+    explicit = opts.dataset_dir is not None
+    if explicit:
+        dataset_dir = Path(opts.dataset_dir)
+        if not dataset_dir.is_dir():
+            raise TrainError(f"--dataset_dir {dataset_dir}: no such directory")
+    else:
+        dataset_dir = next((d for d in DEFAULT_DATASET_DIRS if d.is_dir()), None)
+        if dataset_dir is None:
+            log(f"note: {', '.join(opts.eval_sets)} not evaluated: no --dataset_dir and no "
+                f"{DEFAULT_DATASET_DIRS[0]}")
+            return []
+    out = []
+    for name in opts.eval_sets:
+        for s in scales:
+            try:
+                out.append(load_benchmark_set(dataset_dir, name, s))
+            except DatasetNotFoundError as e:
+                if explicit:
+                    raise TrainError(f"--eval_sets: {e}") from None
+                log(f"note: {name} x{s} not evaluated ({e})")
+    return out
+
+
+# ------------------------------------------------------------------ run
+
+def _setup_precision(mode: str):
+    import keras
+
+    policy = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[mode]
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    return previous
+
+
+def _atomic_json(path: Path, payload: dict) -> None:
+    from edsr_tf.training.evaluation import _atomic_write_text
+
+    _atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def train(opts: TrainOptions) -> dict:
+    """Runs training as configured; returns ``{"step", "results", "table", ...}``."""
+    import keras
+    import tensorflow as tf
+
+    from edsr_tf.data import build_train_dataset
+    from edsr_tf.models import build_model, save_model
+    from edsr_tf.training.callbacks import ProgressLogger, Validation
+    from edsr_tf.training.evaluation import evaluate_set, results_table, write_results
+    from edsr_tf.training.loop import TrainLoop
+    from edsr_tf.training.schedule import lr_schedule, make_optimizer
+    from edsr_tf.training.strategy import make_strategy, worker_info
+    from edsr_tf.training.trainer import SRTrainer
+
+    out = Path(opts.out_dir)
+    config = model_config(opts)
+    try:
+        strategy = make_strategy(opts.strategy)
+    except ValueError as e:
+        raise TrainError(f"--strategy={opts.strategy}: {e}") from None
+    worker = worker_info(strategy)
+    replicas = strategy.num_replicas_in_sync
+    if opts.batch_size % replicas:
+        raise TrainError(
+            f"--batch_size {opts.batch_size} (global) is not divisible by the {replicas} replicas"
+        )
+    local_batch = opts.batch_size // worker.count
+    if worker.is_chief:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # Refuse to silently mix runs: same job dir must mean same model.
+    run_file = out / "run_config.json"
+    ckpt_dir = out / "checkpoints"
+    has_ckpt = tf.train.latest_checkpoint(
+        str(ckpt_dir / f"worker_{worker.index}" if worker.count > 1 else ckpt_dir)
+    ) is not None
+    if has_ckpt and not opts.resume:
+        raise TrainError(
+            f"{ckpt_dir} already holds a checkpoint: pass --resume to continue it, or use another --out_dir"
+        )
+    if has_ckpt and run_file.is_file():
+        saved = json.loads(run_file.read_text()).get("model")
+        if saved != config.to_dict():
+            raise TrainError(
+                f"--resume: {out} was trained with model {saved}, not {config.to_dict()}"
+            )
+
+    keras.utils.set_random_seed(opts.seed)
+    if opts.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    previous_policy = _setup_precision(opts.mixed_precision)
+    try:
+        # Workers of one job may share out_dir: each writes its own copy of generated data.
+        source = _data_source(opts, out / "data" / (f"worker_{worker.index}" if worker.count > 1 else ""))
+        dataset = build_train_dataset(
+            source, config.scales, patch_size=opts.patch_size, batch_size=local_batch,
+            # Workers draw different patches; a single worker keeps the seed as given.
+            # Data order is always deterministic: exact --resume depends on it.
+            seed=opts.seed + 7919 * worker.index, deterministic=True,
+            cache_dir=opts.cache_dir,
+        )
+        val_sets = validation_sets(opts, source, config.scales) if worker.is_chief else []
+        bench_sets = benchmark_sets(opts, config.scales) if worker.is_chief else []
+
+        with strategy.scope():
+            model = build_model(config)
+            if opts.init_from:
+                skipped = init_from_weights(model, config, opts.init_from)
+                log(f"initialised from {opts.init_from}" +
+                    (f" (skipped {', '.join(skipped)})" if skipped else ""))
+            trainer = SRTrainer(model, config)
+            optimizer = make_optimizer(
+                lr_schedule(opts.lr, opts.lr_decay_steps, opts.lr_decay_factor),
+                loss_scale=opts.mixed_precision == "fp16",
+            )
+            trainer.compile(optimizer=optimizer, jit_compile=opts.jit_compile)
+        loop = TrainLoop(trainer, dataset, strategy=strategy, checkpoint_dir=ckpt_dir,
+                         checkpoint_every=opts.ckpt_every, max_to_keep=opts.keep_checkpoints)
+        if has_ckpt:
+            step = loop.resume()
+            log(f"resumed from {loop.state.latest} (step {step})")
+        elif opts.resume:
+            log(f"--resume: no checkpoint in {ckpt_dir} yet, starting from step 0")
+        if worker.is_chief:
+            _atomic_json(run_file, {"model": config.to_dict(),
+                                    "options": dataclasses.asdict(opts) | {"eval_sets": list(opts.eval_sets)}})
+
+        params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+        if worker.is_chief:
+            log(f"{config.preset or config.arch} x{'/'.join(map(str, config.scales))}: "
+                f"{config.n_resblocks} blocks, {config.n_feats} feats, {params:,} params | "
+                f"{replicas} replica(s), {worker.count} worker(s), global batch {opts.batch_size}, "
+                f"patch {opts.patch_size} | steps {loop.step}->{opts.steps} | {out}")
+
+        writer = tf.summary.create_file_writer(str(out / "logs" / "train")) if worker.is_chief else None
+        save_fn = lambda path: save_model(model, path, config)  # noqa: E731
+        callbacks = [ProgressLogger(opts.steps, opts.batch_size, log_every=opts.log_every,
+                                    writer=writer, enabled=opts.progress and worker.is_chief)]
+        validation = None
+        if val_sets and opts.eval_every > 0:
+            validation = Validation(val_sets, opts.eval_every, best_path=out / "best.weights.h5",
+                                    best_psnr=loop.state.best_psnr, save_fn=save_fn, writer=writer,
+                                    tile=opts.eval_tile or None, is_chief=worker.is_chief)
+            callbacks.append(validation)
+        t0 = time.perf_counter()
+        loop.run(opts.steps, callbacks)
+        train_time = time.perf_counter() - t0
+        if writer is not None:
+            writer.flush()
+
+        result = {"step": loop.step, "train_seconds": train_time, "results": [], "table": ""}
+        if not worker.is_chief:
+            return result
+        if validation is not None and not (out / "best.weights.h5").exists():
+            validation.run(loop.step)  # no validation ran yet: make best.weights.h5 exist
+        final = save_model(model, out / "final.weights.h5", config)
+        log(f"wrote {final}")
+        rows = []
+        for es in val_sets + bench_sets:
+            rows.append(evaluate_set(model, es, bicubic=True, tile=opts.eval_tile or None))
+        if rows:
+            title = (f"Final model ({config.preset or config.arch}, step {loop.step}) vs bicubic: "
+                     "PSNR (dB) / SSIM")
+            table = results_table(rows, title=title)
+            write_results(out, rows, title=title, extra={"step": loop.step, "model": config.to_dict()})
+            log("\n" + table)
+            result.update(results=rows, table=table)
+        return result
+    finally:
+        import keras as _keras
+
+        _keras.config.set_dtype_policy(previous_policy)
+
+
+def main(argv: Sequence[str]) -> None:
+    """absl entry point: one-line errors, exit status 1; Ctrl-C exits 130."""
+    from absl import app
+
+    from edsr_tf.training.flags import FLAGS
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {list(argv[1:])} (flags start with --)")
+    from absl import logging as absl_logging
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    absl_logging.set_verbosity(absl_logging.WARNING)  # TF's per-checkpoint INFO lines
+    expected = _expected_errors()
+    try:
+        train(TrainOptions.from_flags(FLAGS))
+    except KeyboardInterrupt:
+        print(f"\ntrain.py: interrupted; continue with the same flags plus --resume "
+              f"(last checkpoint in {Path(FLAGS.out_dir) / 'checkpoints'})", file=sys.stderr)
+        sys.exit(130)
+    except expected as e:
+        if os.environ.get("EDSR_TF_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"train.py: error: {msg}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from edsr_tf.benchmark_sets import DatasetNotFoundError
+    from edsr_tf.data import DataError
+    from edsr_tf.images import ImageReadError
+    from edsr_tf.models.io import ModelFileError
+    from edsr_tf.training.loop import CheckpointError
+
+    return (TrainError, DataError, DatasetNotFoundError, ModelFileError, CheckpointError,
+            ImageReadError, FileNotFoundError, NotADirectoryError, PermissionError)

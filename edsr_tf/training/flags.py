@@ -1,0 +1,116 @@
+"""absl flags of ``train.py`` (usable in flagfiles: ``--flagfile=configs/NAME.cfg``)."""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from edsr_tf.models import PRESETS
+from edsr_tf.models.config import EDSR_SCALES
+from edsr_tf.training.strategy import STRATEGIES
+
+FLAGS = flags.FLAGS
+
+DATA_SOURCES = ("samples", "div2k", "folder", "tfds")
+MIXED_PRECISION = ("none", "bf16", "fp16")
+
+
+def _positive(name: str) -> None:
+    flags.register_validator(name, lambda v: v is None or v > 0, message=f"--{name} must be > 0")
+
+
+def _non_negative(name: str) -> None:
+    flags.register_validator(name, lambda v: v is None or v >= 0, message=f"--{name} must be >= 0")
+
+
+def _scales_ok(values) -> bool:
+    if not values:
+        return True
+    try:
+        return all(int(v) in EDSR_SCALES for v in values)
+    except (TypeError, ValueError):
+        return False
+
+
+def define_flags() -> None:
+    """Defines the flags once (safe to call again, e.g. from tests)."""
+    if "out_dir" in FLAGS:
+        return
+    # --- data
+    flags.DEFINE_enum("data_source", "samples", list(DATA_SOURCES),
+                      "samples: the photographs embedded in scikit-image (no download); div2k: DIV2K "
+                      "folder layout under --data_dir; folder: any folder of HR images (LR made with "
+                      "MATLAB-compatible bicubic); tfds: tensorflow-datasets div2k.")
+    flags.DEFINE_string("data_dir", None,
+                        "div2k: folder holding DIV2K_train_HR; folder: HR image folder; tfds: tfds data_dir.")
+    flags.DEFINE_string("data_range", None,
+                        "Train/validation image ranges 'BEGIN-END/BEGIN-END' as EDSR-PyTorch "
+                        "(div2k/tfds default 1-800/801-810).")
+    flags.DEFINE_enum("track", "bicubic", ["bicubic", "unknown"], "DIV2K degradation track.")
+    flags.DEFINE_string("val_dir", None, "folder source: HR images for validation (LR made by bicubic).")
+    flags.DEFINE_string("tfds_manual_dir", None,
+                        "tfds: folder with the official DIV2K zips (default <data_dir>/downloads/manual).")
+    flags.DEFINE_string("cache_dir", None, "Decoded-image cache folder (default: no cache).")
+    flags.DEFINE_integer("val_limit", 10, "Validation images used during training (0 = all).")
+    flags.DEFINE_list("eval_sets", [], "Benchmark sets for the final table, e.g. Set5,Set14.")
+    flags.DEFINE_string("dataset_dir", None,
+                        "Folder with the benchmark sets (<dir>/Set5, <dir>/benchmark/Set5 or "
+                        "<dir>/edsr_benchmark/Set5). Default: ../shared/data when it exists; sets "
+                        "missing there are skipped with a notice.")
+    # --- model
+    flags.DEFINE_enum("model", "edsr_baseline", sorted(PRESETS), "Model preset.")
+    flags.DEFINE_list("scale", None, "Scale (EDSR: one of 2,3,4,8; default 2) or scales (MDSR: "
+                      "default 2,3,4).")
+    flags.DEFINE_integer("n_resblocks", None, "Override the preset's number of residual blocks.")
+    flags.DEFINE_integer("n_feats", None, "Override the preset's number of feature maps.")
+    flags.DEFINE_float("res_scale", None, "Override the preset's residual scaling.")
+    flags.DEFINE_string("init_from", None,
+                        "Initialise from a .weights.h5 (e.g. the x2 run's) of the same architecture; "
+                        "layers whose shapes differ (the upsampler of another scale) are skipped.")
+    # --- optimisation (paper defaults)
+    flags.DEFINE_integer("patch_size", 48, "LR patch size.")
+    flags.DEFINE_integer("batch_size", 16, "Global batch size (split over all replicas/workers).")
+    flags.DEFINE_integer("steps", 300_000, "Total training steps (updates).")
+    flags.DEFINE_float("lr", 1e-4, "Initial learning rate (Adam 0.9/0.999/1e-8).")
+    flags.DEFINE_integer("lr_decay_steps", 200_000, "Halve (x --lr_decay_factor) every N steps; 0 = constant.")
+    flags.DEFINE_float("lr_decay_factor", 0.5, "Learning-rate decay factor.")
+    # --- run
+    flags.DEFINE_string("out_dir", None, "Job directory: checkpoints/, logs/, best.weights.h5, "
+                        "final.weights.h5, eval.json, eval.md.")
+    flags.DEFINE_boolean("resume", False, "Continue from the latest checkpoint in --out_dir.")
+    flags.DEFINE_integer("ckpt_every", 1000, "Checkpoint every N steps (and at the end).")
+    flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
+    flags.DEFINE_integer("eval_every", 1000, "Validate (and keep the best model) every N steps; 0 = never.")
+    flags.DEFINE_integer("log_every", 100, "Progress/TensorBoard scalars every N steps.")
+    flags.DEFINE_integer("eval_tile", 0, "Tile size (LR px) for validation/evaluation; 0 = whole image.")
+    flags.DEFINE_integer("seed", 0, "Random seed (weights init and data).")
+    flags.DEFINE_boolean("deterministic", False, "Deterministic ops and data order (slower).")
+    flags.DEFINE_enum("strategy", "auto", list(STRATEGIES),
+                      "auto: MirroredStrategy when >1 GPU; mirrored: all local devices; multiworker: "
+                      "MultiWorkerMirroredStrategy from TF_CONFIG.")
+    flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION),
+                      "bf16 or fp16 (with dynamic loss scaling); the last layers and the loss stay float32.")
+    flags.DEFINE_boolean("jit_compile", False, "XLA-compile the training step.")
+    flags.DEFINE_boolean("progress", True, "Print the progress bar.")
+
+    flags.mark_flag_as_required("out_dir")
+    for name in ("patch_size", "batch_size", "steps", "ckpt_every", "keep_checkpoints",
+                 "log_every", "lr", "n_resblocks", "n_feats"):
+        _positive(name)
+    for name in ("eval_every", "val_limit", "eval_tile", "lr_decay_steps", "seed", "res_scale"):
+        _non_negative(name)
+    flags.register_validator("lr_decay_factor", lambda v: 0 < v <= 1,
+                             message="--lr_decay_factor must be in (0, 1]")
+    flags.register_validator("scale", _scales_ok,
+                             message=f"--scale must be a comma list of {list(EDSR_SCALES)}")
+    flags.register_validator("init_from",
+                             lambda v: v is None or os.path.isfile(v),
+                             message="--init_from: no such file")
+    flags.register_validator("out_dir", lambda v: v is None or bool(v.strip()),
+                             message="--out_dir must not be empty")
+    flags.register_multi_flags_validator(
+        ["data_source", "data_dir"],
+        lambda d: d["data_source"] in ("samples", "tfds") or bool(d["data_dir"]),
+        message="--data_source=div2k/folder needs --data_dir",
+    )
