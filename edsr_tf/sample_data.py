@@ -7,6 +7,7 @@ and the tests that need natural images work offline on a fresh clone.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,11 @@ def write_sample_images(out_dir: str | os.PathLike, names: tuple[str, ...] = TRA
     for name, img in sample_images(names).items():
         path = out / f"{name}.png"
         if not path.exists():
-            tmp = out / f".{name}.png.tmp"
-            Image.fromarray(img).save(tmp, format="PNG")
+            # A unique temp name: several processes (multi-worker runs) may write at once.
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".png.tmp", dir=out)
+            with os.fdopen(fd, "wb") as f:
+                Image.fromarray(img).save(f, format="PNG")
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         paths.append(path)
     return paths

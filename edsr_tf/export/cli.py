@@ -1,0 +1,94 @@
+"""Command line: ``python -m export --weights W --formats ... --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from edsr_tf.export.common import FORMATS, FP32_TOLERANCE, QUANTIZATIONS, ExportError
+
+EPILOG = """\
+Writes DIR/savedmodel/<name>/1/ (TF Serving), DIR/tflite/<name>_<variant>[_tileHxW].tflite,
+DIR/onnx/<name>_<variant>.onnx, DIR/report.json and DIR/report.md. Every artifact is run in its
+runtime and compared with the Keras model; an fp32 export that differs by more than --tolerance
+fails the export (exit 1) and leaves nothing behind.
+
+example:
+  python -m export --weights runs/edsr_x2/best.weights.h5 --formats savedmodel,tflite,onnx \\
+      --quantize none,fp16,dynamic,int8 --out exports/edsr_x2
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Export an EDSR/MDSR model to SavedModel, TFLite and ONNX, verified end to end.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        fromfile_prefix_chars="@",
+    )
+    p.add_argument("--weights", required=True, help="model file (.weights.h5 or .keras) with embedded config")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--scale", type=int, default=None,
+                   help="scale to export (MDSR: default all of its scales, one artifact each)")
+    p.add_argument("--formats", default=",".join(FORMATS), help=f"comma list of {', '.join(FORMATS)}")
+    p.add_argument("--quantize", default="none",
+                   help=f"comma list of {', '.join(QUANTIZATIONS)} (none = float32; "
+                        "fp16/dynamic: TFLite only; int8: TFLite and ONNX)")
+    p.add_argument("--calibration-dir", default=None,
+                   help="images for int8 calibration (default: the embedded sample photographs)")
+    p.add_argument("--calibration-samples", type=int, default=32, help="number of calibration patches")
+    p.add_argument("--calibration-size", type=int, default=64, help="calibration patch side (LR px)")
+    p.add_argument("--tile", default=None,
+                   help="H,W: also write fixed-shape TFLite models [1,H,W,3] for accelerators")
+    p.add_argument("--verify-dir", default=None,
+                   help="HR images to verify on (LR made by bicubic downscaling; default: embedded photo)")
+    p.add_argument("--verify-max-side", type=int, default=192,
+                   help="center-crop verification LR images to at most this side (0: whole image)")
+    p.add_argument("--tolerance", type=float, default=FP32_TOLERANCE,
+                   help="max |export - keras| on [0,255] allowed for fp32 exports")
+    p.add_argument("--max-psnr-drop", type=float, default=None,
+                   help="fail if a quantized export loses more than this many dB (default: report only)")
+    p.add_argument("--latency-runs", type=int, default=5, help="timed runs per artifact (0: skip)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI; returns the exit status (0 ok, 1 export/verification error, 2 usage)."""
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edsr_tf.export.pipeline import export
+    from edsr_tf.models.io import ModelFileError
+
+    try:
+        if args.calibration_samples < 1 or args.calibration_size < 4:
+            raise ExportError("--calibration-samples must be >= 1 and --calibration-size >= 4")
+        if args.latency_runs < 0:
+            raise ExportError("--latency-runs must be >= 0")
+        export(
+            args.weights,
+            args.out,
+            scale=args.scale,
+            formats=args.formats,
+            quantize=args.quantize,
+            calibration_dir=args.calibration_dir,
+            tile=args.tile,
+            verify_dir=args.verify_dir,
+            verify_max_side=args.verify_max_side or None,
+            tolerance=args.tolerance,
+            max_psnr_drop=args.max_psnr_drop,
+            latency_runs=args.latency_runs,
+            num_calibration=args.calibration_samples,
+            calibration_size=args.calibration_size,
+            progress=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
+        )
+    except (ExportError, ModelFileError) as e:
+        print(f"export failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("export interrupted; nothing written", file=sys.stderr)
+        return 130
+    return 0

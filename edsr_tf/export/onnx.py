@@ -1,0 +1,187 @@
+"""ONNX export via tf2onnx (from the ``model.export`` SavedModel), int8 QDQ, onnxruntime runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edsr_tf.export.common import ExportError
+
+#: Lowest opset we emit; DepthToSpace with ``mode`` and dynamic shapes are fine from 13 on.
+OPSET = 17
+INPUT_NAME = "images"
+OUTPUT_NAME = "sr"
+
+
+def convert(savedmodel_dir: str | os.PathLike, path: str | os.PathLike, opset: int = OPSET) -> Path:
+    """Converts a ``model.export`` SavedModel to ONNX at ``path`` and repairs known tf2onnx faults.
+
+    Runs tf2onnx's command line (``--saved-model``) in a subprocess: the documented
+    route with Keras 3, and it keeps tf2onnx's graph rewrites out of this process.
+    Input ``images`` [N,H,W,3] float32 and output ``sr`` [N,sH,sW,3] with symbolic
+    N/H/W. The model is then checked by onnx's checker.
+    """
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    cmd = [
+        sys.executable, "-m", "tf2onnx.convert",
+        "--saved-model", str(savedmodel_dir),
+        "--signature_def", "serving_default",
+        "--tag", "serve",
+        "--opset", str(int(opset)),
+        "--rename-outputs", OUTPUT_NAME,
+        "--output", str(tmp),
+    ]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0 or not tmp.exists():
+        tail = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()][-1:] or ["?"]
+        raise ExportError(f"tf2onnx conversion failed (exit {proc.returncode}): {tail[0]}")
+    model = onnx.load(str(tmp))
+    fix_conv_bias_inputs(model)
+    name_dims(model)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"ONNX model from tf2onnx is invalid: {e}") from None
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def fix_conv_bias_inputs(model) -> int:
+    """Merges extra constant inputs of ``Conv`` nodes into one bias; returns how many were fixed.
+
+    tf2onnx's constant folding can fuse a constant ``Add`` that follows a conv with
+    bias (EDSR's MeanShift after the tail conv) into the Conv as a 4th input, which
+    ONNX forbids and onnxruntime refuses to load. The sum of those constants is the
+    correct single bias.
+    """
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    fixed = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv" or len(node.input) <= 3:
+            continue
+        extra = list(node.input[2:])
+        if not all(name in inits for name in extra):
+            raise ExportError(
+                f"ONNX Conv {node.name!r} has {len(node.input)} inputs and non-constant extras; "
+                "cannot repair"
+            )
+        bias = sum(numpy_helper.to_array(inits[n]).astype(np.float64).reshape(-1) for n in extra)
+        tensor = numpy_helper.from_array(
+            np.asarray(bias, dtype=np.float32), name=f"{node.name or node.output[0]}_merged_bias"
+        )
+        model.graph.initializer.append(tensor)
+        del node.input[2:]
+        node.input.append(tensor.name)
+        fixed += 1
+    if fixed:  # drop initializers nobody uses any more
+        used = {i for n in model.graph.node for i in n.input}
+        keep = [t for t in model.graph.initializer if t.name in used]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
+    return fixed
+
+
+def name_dims(model) -> None:
+    """Gives the symbolic dims readable names: batch, height, width (×scale on the output)."""
+    for value, names in (
+        (model.graph.input[0], ("batch", "height", "width")),
+        (model.graph.output[0], ("batch", "out_height", "out_width")),
+    ):
+        dims = value.type.tensor_type.shape.dim
+        for d, n in zip(dims[:3], names):
+            if not d.HasField("dim_value"):
+                d.dim_param = n
+
+
+def quantize_int8(
+    fp32_path: str | os.PathLike, path: str | os.PathLike, calibration: Sequence[np.ndarray]
+) -> Path:
+    """Static int8 QDQ quantization with onnxruntime (per-channel weights, uint8 activations)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self, patches):
+            self._it = iter([{INPUT_NAME: np.asarray(p, np.float32)} for p in patches])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pre = path.with_name(f".{path.name}.pre.onnx")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre),
+            str(tmp),
+            _Reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+        os.replace(tmp, path)
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"ONNX int8 quantization failed: {e}") from e
+    finally:
+        pre.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+class OnnxRunner:
+    """Runs an ONNX export with onnxruntime (CPU) on float ``[N,H,W,3]`` images."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        opts = ort.SessionOptions()
+        # all cores, as the LiteRT runner: onnxruntime's default counts physical cores only
+        opts.intra_op_num_threads = int(num_threads or os.cpu_count() or 1)
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:
+            raise ExportError(f"{self.path.name}: onnxruntime cannot load it: {e}") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """float32 ``[N,H,W,3]`` in [0, 255] → float32 ``[N,sH,sW,3]``."""
+        x = np.asarray(images, dtype=np.float32)
+        return self.session.run(None, {self.input_name: x})[0]
+
+    def op_types(self) -> dict[str, int]:
+        """Op type → count in the graph (to confirm QDQ quantization)."""
+        import onnx
+
+        counts: dict[str, int] = {}
+        for n in onnx.load(str(self.path)).graph.node:
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+        return counts

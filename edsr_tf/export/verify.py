@@ -1,0 +1,211 @@
+"""Runs every export in its own runtime and compares it with the Keras model.
+
+fp32 exports must match the Keras output within a max-abs tolerance on the
+[0, 255] scale; quantized exports are scored by PSNR (Y, ``scale`` px shaved)
+against the HR images, next to the Keras model's PSNR, and the drop in dB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import statistics
+import time
+from typing import Protocol
+
+import keras
+import numpy as np
+
+from edsr_tf.export.common import FP32_TOLERANCE, ExportError, VerificationError
+from edsr_tf.imresize import imresize
+from edsr_tf.metrics import psnr, quantize
+
+#: Default largest LR side of a verification image (center crop): keeps verification quick.
+MAX_LR_SIDE = 192
+
+
+class Runner(Protocol):
+    """Anything that maps float32 ``[N,H,W,3]`` in [0,255] to float32 ``[N,sH,sW,3]``."""
+
+    runtime: str
+
+    def run(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class VerificationImage:
+    """An HR image and its bicubic LR (both uint8 RGB)."""
+
+    name: str
+    lr: np.ndarray
+    hr: np.ndarray
+
+
+def make_pair(name: str, hr: np.ndarray, scale: int, max_lr_side: int | None = MAX_LR_SIDE) -> VerificationImage:
+    """Center-crops ``hr`` to a multiple of ``scale`` (and ``max_lr_side``), makes its bicubic LR."""
+    h, w = hr.shape[:2]
+    lh, lw = h // scale, w // scale
+    if max_lr_side:
+        lh, lw = min(lh, max_lr_side), min(lw, max_lr_side)
+    if lh < 1 or lw < 1:
+        raise ExportError(f"verification image {name!r} ({h}x{w}) is smaller than the scale {scale}")
+    y, x = (h - lh * scale) // 2, (w - lw * scale) // 2
+    hr = np.ascontiguousarray(hr[y : y + lh * scale, x : x + lw * scale, :3])
+    lr = imresize(hr, scale=1.0 / scale)
+    return VerificationImage(name, lr, hr)
+
+
+def verification_images(
+    scale: int,
+    images: list[tuple[str, np.ndarray]] | None = None,
+    max_lr_side: int | None = MAX_LR_SIDE,
+) -> list[VerificationImage]:
+    """LR/HR pairs for verification; default: the held-out embedded photograph(s)."""
+    if images is None:
+        from edsr_tf.sample_data import EVAL_IMAGES, sample_images
+
+        images = list(sample_images(EVAL_IMAGES).items())
+    return [make_pair(n, hr, scale, max_lr_side) for n, hr in images]
+
+
+def tile_images(images: list[VerificationImage], tile: tuple[int, int], scale: int) -> list[VerificationImage]:
+    """Top-left ``tile``-sized LR crops (edge-padded if smaller) and their HR crops."""
+    th, tw = tile
+    out = []
+    for im in images:
+        lr, hr = im.lr, im.hr
+        ph, pw = max(0, th - lr.shape[0]), max(0, tw - lr.shape[1])
+        if ph or pw:
+            lr = np.pad(lr, ((0, ph), (0, pw), (0, 0)), mode="edge")
+            hr = np.pad(hr, ((0, ph * scale), (0, pw * scale), (0, 0)), mode="edge")
+        out.append(
+            VerificationImage(f"{im.name}_tile", lr[:th, :tw].copy(), hr[: th * scale, : tw * scale].copy())
+        )
+    return out
+
+
+class KerasRunner:
+    """The reference: the Keras model (clipped to [0, 255]) in a compiled tf.function."""
+
+    runtime = "keras"
+
+    def __init__(self, model: keras.Model):
+        import tensorflow as tf
+
+        self.model = model
+        self._fn = tf.function(
+            lambda x: tf.clip_by_value(model(x, training=False), 0.0, 255.0), reduce_retracing=True
+        )
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        return self._fn(np.asarray(images, np.float32)).numpy()
+
+    def reference(self, image: VerificationImage) -> np.ndarray:
+        """Cached Keras output for one verification image, ``[sH, sW, 3]``."""
+        key = (image.name, image.lr.shape)
+        if key not in self._cache:
+            self._cache[key] = self.run(image.lr[None].astype(np.float32))[0]
+        return self._cache[key]
+
+
+def measure_latency(runner: Runner, images: np.ndarray, runs: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``runner.run(images)`` in milliseconds."""
+    for _ in range(warmup):
+        runner.run(images)
+    times = []
+    for _ in range(max(1, runs)):
+        t0 = time.perf_counter()
+        runner.run(images)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(statistics.median(times))
+
+
+def verify_runner(
+    runner: Runner,
+    reference: KerasRunner,
+    images: list[VerificationImage],
+    scale: int,
+    *,
+    tolerance: float | None = FP32_TOLERANCE,
+    latency_runs: int = 5,
+    label: str = "export",
+) -> dict:
+    """Runs ``runner`` on ``images``; returns parity, PSNR and latency figures.
+
+    ``tolerance`` set (fp32 exports): raises :class:`VerificationError` when the max
+    abs difference to Keras exceeds it, or when the output shape is wrong.
+    """
+    max_diff, mean_diffs, psnrs, ref_psnrs = 0.0, [], [], []
+    for im in images:
+        out = np.asarray(runner.run(im.lr[None].astype(np.float32)))
+        ref = reference.reference(im)
+        if out.shape != (1,) + ref.shape:
+            raise VerificationError(
+                f"{label}: output shape {list(out.shape)} for input {list(im.lr.shape)}, "
+                f"expected {[1, *ref.shape]}"
+            )
+        out = out[0]
+        if not np.all(np.isfinite(out)):
+            raise VerificationError(f"{label}: non-finite values in the output for {im.name}")
+        diff = np.abs(out.astype(np.float64) - ref)
+        max_diff = max(max_diff, float(diff.max()))
+        mean_diffs.append(float(diff.mean()))
+        psnrs.append(psnr(quantize(out), im.hr, shave=scale, y_channel=True))
+        ref_psnrs.append(psnr(quantize(ref), im.hr, shave=scale, y_channel=True))
+    export_psnr = float(np.mean(psnrs))
+    keras_psnr = float(np.mean(ref_psnrs))
+    record = {
+        "runtime": runner.runtime,
+        "max_abs_diff": max_diff,
+        "mean_abs_diff": float(np.mean(mean_diffs)),
+        "psnr_db": export_psnr,
+        "keras_psnr_db": keras_psnr,
+        "psnr_drop_db": keras_psnr - export_psnr,
+        "tolerance": tolerance,
+        "verified_on": [f"{im.name} {im.lr.shape[1]}x{im.lr.shape[0]}" for im in images],
+    }
+    if latency_runs > 0:
+        x = images[0].lr[None].astype(np.float32)
+        record["latency_ms"] = measure_latency(runner, x, runs=latency_runs)
+        record["latency_input"] = list(x.shape)
+    record["passed"] = tolerance is None or max_diff <= tolerance
+    if not record["passed"]:
+        raise VerificationError(
+            f"{label}: max |export - keras| = {max_diff:.4g} on [0,255] exceeds the tolerance "
+            f"{tolerance:g}; the export diverges from the Keras model"
+        )
+    return record
+
+
+def check_serving_signatures(runner, image: VerificationImage) -> list[str]:
+    """Checks the uint8 and bytes signatures of a serving SavedModel against ``predict_float``.
+
+    ``serving_default`` (float in) and ``serving_uint8`` must both equal the rounded
+    float output, and ``serving_bytes`` must return a PNG that decodes to it.
+    """
+    from PIL import Image
+
+    x = image.lr[None]
+    expected = quantize(runner.run(x.astype(np.float32)))
+    checks = []
+    for sig, inp in (("serving_default", x.astype(np.float32)), ("serving_uint8", x)):
+        got = runner.run_uint8(inp, sig)
+        if got.dtype != np.uint8 or got.shape != expected.shape or not np.array_equal(got, expected):
+            bad = np.abs(got.astype(int) - expected.astype(int)).max() if got.shape == expected.shape else "-"
+            raise VerificationError(
+                f"SavedModel signature {sig}: uint8 output {got.dtype} {list(got.shape)} does not equal "
+                f"the rounded float output (max diff {bad})"
+            )
+        checks.append(f"{sig}: uint8 {list(got.shape)} == round(predict_float)")
+    buf = io.BytesIO()
+    Image.fromarray(image.lr).save(buf, format="PNG")
+    (png,) = runner.run_bytes([buf.getvalue()])
+    if not png.startswith(b"\x89PNG"):
+        raise VerificationError("SavedModel signature serving_bytes did not return PNG bytes")
+    decoded = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    if not np.array_equal(decoded, expected[0]):
+        raise VerificationError("SavedModel signature serving_bytes: decoded PNG differs from serving_uint8")
+    checks.append(f"serving_bytes: PNG {decoded.shape[1]}x{decoded.shape[0]} == serving_uint8")
+    return checks
+

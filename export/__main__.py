@@ -1,0 +1,8 @@
+"""``python -m export --weights W --formats savedmodel,tflite,onnx --out DIR``."""
+
+import sys
+
+from edsr_tf.export.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
