@@ -15,10 +15,11 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from edsr_tf.fileio import atomic_write_bytes  # noqa: F401  (re-exported)
 
 #: File suffixes read by :func:`read_image` (and looked for in input folders).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -175,30 +176,6 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
         if isinstance(e, Image.UnidentifiedImageError):
             reason = "not an image file Pillow can decode (expected PNG, JPEG, BMP or WebP)"
         raise ImageReadError(f"{path}: unreadable or truncated image ({reason})") from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes ``data`` to ``path`` via a temporary file in the same folder + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp makes 0600 files; give the result the usual permissions (0666 & ~umask).
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def encode_image(

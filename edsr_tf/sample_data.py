@@ -7,7 +7,6 @@ and the tests that need natural images work offline on a fresh clone.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -64,17 +63,15 @@ def write_sample_images(out_dir: str | os.PathLike, names: tuple[str, ...] = TRA
     """Writes the named photographs as PNG files into ``out_dir`` (atomically); returns paths."""
     from PIL import Image
 
+    from edsr_tf.fileio import atomic_write
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, img in sample_images(names).items():
         path = out / f"{name}.png"
         if not path.exists():
-            # A unique temp name: several processes (multi-worker runs) may write at once.
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".png.tmp", dir=out)
-            with os.fdopen(fd, "wb") as f:
-                Image.fromarray(img).save(f, format="PNG")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            # Unique temp names: several processes (multi-worker runs) may write at once.
+            atomic_write(path, lambda f, img=img: Image.fromarray(img).save(f, format="PNG"))
         paths.append(path)
     return paths

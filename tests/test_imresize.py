@@ -50,7 +50,6 @@ def _keys(x: float) -> float:
 
 def _reference_resize_1d(signal: np.ndarray, out_len: int, scale: float) -> np.ndarray:
     """Loop transcription of MATLAB's imresize along axis 0, padding with np.pad('symmetric')."""
-    n = signal.shape[0]
     support = 2.0 / min(scale, 1.0)  # half width of the (stretched) kernel
     pad = int(support) + 3
     padded = np.pad(signal, [(pad, pad)] + [(0, 0)] * (signal.ndim - 1), mode="symmetric")
@@ -339,7 +338,7 @@ def test_div2k_downscale_is_exact_and_fast(shared_data, capsys):
     exact_tf = float(np.mean(imresize_tf(tf.constant(hr), 0.5, matlab_uint8=True).numpy() == lr))
     with capsys.disabled():
         print(
-            f"\nDIV2K 0004 (2040x1344) downscale: "
+            "\nDIV2K 0004 (2040x1344) downscale: "
             + ", ".join(f"x{s} {t:.2f}s" for s, t in timings.items())
             + f"; equal to official X2 LR: numpy {100 * exact_np:.3f}%, tf {100 * exact_tf:.3f}%"
         )

@@ -123,3 +123,11 @@ def test_unknown_preset_and_scale():
         ModelConfig.from_preset("srcnn", 2)
     with pytest.raises(ValueError, match="unsupported edsr scale 5"):
         ModelConfig.from_preset("edsr_baseline", 5)
+
+
+def test_overridden_preset_is_not_claimed():
+    assert ModelConfig.from_preset("edsr", 2).preset == "edsr"
+    same = ModelConfig.from_preset("edsr_baseline", 2, n_feats=64)  # same as the preset
+    assert same.preset == "edsr_baseline"
+    small = ModelConfig.from_preset("edsr_baseline", 2, n_resblocks=4, n_feats=32)
+    assert small.preset is None and (small.n_resblocks, small.n_feats) == (4, 32)

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -31,6 +30,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from edsr_tf.data.sources import DataError
+from edsr_tf.fileio import atomic_write
 
 log = logging.getLogger("edsr_tf.data")
 
@@ -79,20 +79,6 @@ def decode_image_file(path: str | os.PathLike) -> np.ndarray:
     except (tf.errors.OpError, ValueError) as e:
         msg = getattr(e, "message", str(e)).strip().splitlines()[0]
         raise DataError(f"cannot decode image {path}: {msg}") from None
-
-
-def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _crc32_of(path: Path, offset: int, nbytes: int) -> int:
@@ -191,11 +177,11 @@ class DecodedImageCache:
             header["offset"] = f.tell()
             f.write(array.tobytes())
 
-        _write_atomic(npy, write_npy)
+        atomic_write(npy, write_npy)
         meta = dict(fingerprint, format=FORMAT_VERSION, key=key, shape=list(array.shape),
                     offset=header["offset"], nbytes=array.nbytes,
                     crc32=zlib.crc32(memoryview(array).cast("B")))
-        _write_atomic(meta_path, lambda f: f.write(json.dumps(meta, indent=1)), mode="w")
+        atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1)), mode="w")
         self.decoded += 1
         entry = CachedImage(npy, header["offset"], tuple(array.shape))  # type: ignore[arg-type]
         self._checked[key] = (dict(fingerprint), entry)

@@ -75,7 +75,11 @@ class ModelConfig:
             arch=arch, scales=scales, n_resblocks=blocks, n_feats=feats, res_scale=res_scale,
             preset=preset,
         )
-        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        changed = {k: v for k, v in overrides.items() if v is not None and v != kwargs.get(k)}
+        kwargs.update(changed)
+        if changed.keys() & {"n_resblocks", "n_feats", "res_scale", "arch"}:
+            # No longer the named network: don't let files claim a preset they don't match.
+            kwargs["preset"] = None
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:

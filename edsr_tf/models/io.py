@@ -10,13 +10,13 @@ half-written file.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import h5py
 import keras
 
+from edsr_tf.fileio import atomic_path
 from edsr_tf.models.config import ModelConfig
 from edsr_tf.models.factory import build_model
 
@@ -43,11 +43,7 @@ def save_model(model: keras.Model, path: str | os.PathLike, config: ModelConfig)
     """Writes ``model`` (with ``config``) to ``path`` atomically; returns the path."""
     path = Path(path)
     suffix = _suffix(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)  # Keras refuses to overwrite some formats; let it create the file.
-    try:
+    with atomic_path(path, suffix=f".tmp{suffix}") as tmp:
         if suffix == ".weights.h5":
             model.save_weights(tmp)
             with h5py.File(tmp, "a") as f:
@@ -56,15 +52,6 @@ def save_model(model: keras.Model, path: str | os.PathLike, config: ModelConfig)
             model.save(tmp)
             with zipfile.ZipFile(tmp, "a") as zf:
                 zf.writestr(CONFIG_MEMBER, config.to_json())
-        # mkstemp-style names are private (0600); give the file normal permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from edsr_tf.fileio import atomic_write_text
+
 #: Where the benchmark sets live in this project's checkouts (used when found).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATASET_DIRS = (REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data")
@@ -227,9 +229,7 @@ def _setup_precision(mode: str):
 
 
 def _atomic_json(path: Path, payload: dict) -> None:
-    from edsr_tf.training.evaluation import _atomic_write_text
-
-    _atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def train(opts: TrainOptions) -> dict:

@@ -12,11 +12,12 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from edsr_tf.fileio import atomic_write_text
 
 
 @dataclasses.dataclass
@@ -73,33 +74,18 @@ def eval_set_from_hr(name: str, hr_images: dict[str, np.ndarray], scale: int) ->
 
 # ------------------------------------------------------------------ benchmark sets
 
-def _read(path: Path) -> np.ndarray:
-    from edsr_tf.images import read_image
-
-    return read_image(path).channels()
-
-
 def load_benchmark_set(dataset_dir: str | os.PathLike, name: str, scale: int) -> EvalSet:
     """Loads Set5/Set14/... found by :mod:`edsr_tf.benchmark_sets` (either common layout).
 
-    HR is cropped to LR size × scale; a missing LR is made from the HR with imresize.
-    Raises ``DatasetNotFoundError`` naming the folder when the set is absent.
+    HR is cropped to LR size × scale; a missing LR is made from the HR with imresize
+    (the same loading as ``python -m edsr_tf.evaluate``). Raises
+    ``DatasetNotFoundError`` naming the folder when the set is absent.
     """
     from edsr_tf.benchmark_sets import find_dataset
-    from edsr_tf.imresize import imresize
+    from edsr_tf.evaluate import load_pair
 
     found = find_dataset(dataset_dir, name, scale)
-    images = []
-    for pair in found.pairs:
-        hr = _read(pair.hr)
-        if pair.lr is None:
-            h, w = hr.shape[:2]
-            hr = hr[: h - h % scale, : w - w % scale]
-            lr = imresize(hr, scale=1.0 / scale)
-        else:
-            lr = _read(pair.lr)
-            hr = hr[: lr.shape[0] * scale, : lr.shape[1] * scale]
-        images.append(EvalImage(pair.name, lr, hr))
+    images = [EvalImage(pair.name, *load_pair(pair.hr, pair.lr, scale)) for pair in found.pairs]
     return EvalSet(found.name, int(scale), images, div2k=found.div2k)
 
 
@@ -107,17 +93,9 @@ def load_benchmark_set(dataset_dir: str | os.PathLike, name: str, scale: int) ->
 
 def super_resolve(model, eval_image: EvalImage, scale: int, *, tile: int | None = None) -> np.ndarray:
     """Model output for one LR image, uint8, same layout (gray/RGB) as the HR."""
-    from edsr_tf.inference import upscale_array
+    from edsr_tf.evaluate import model_sr
 
-    lr = eval_image.lr
-    gray = lr.ndim == 2
-    rgb = np.repeat(lr[..., None], 3, axis=-1) if gray else lr
-    sr = upscale_array(model, scale, rgb.astype(np.float32), tile=tile or None)
-    sr = _to_uint8(sr)
-    if gray:
-        # The three channels of a replicated gray input are (nearly) equal; average them.
-        sr = _to_uint8(sr.astype(np.float64).mean(axis=-1))
-    return sr
+    return model_sr(model, scale, tile=tile or None)(eval_image.lr)
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -186,19 +164,6 @@ def results_table(results: Sequence[dict], *, title: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_results(out_dir: str | os.PathLike, results: Sequence[dict], *, title: str | None = None,
                   extra: dict | None = None) -> tuple[Path, Path]:
     """Writes ``eval.json`` and ``eval.md`` atomically into ``out_dir``."""
@@ -206,6 +171,6 @@ def write_results(out_dir: str | os.PathLike, results: Sequence[dict], *, title:
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
     payload = {"results": clean, **(extra or {})}
     jpath, mpath = out / "eval.json", out / "eval.md"
-    _atomic_write_text(jpath, json.dumps(payload, indent=2) + "\n")
-    _atomic_write_text(mpath, results_table(results, title=title))
+    atomic_write_text(jpath, json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(mpath, results_table(results, title=title))
     return jpath, mpath
