@@ -8,7 +8,11 @@ pipeline yields) and static ones, in float32, fp16 (LossScaleOptimizer) and bf16
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -61,8 +65,11 @@ def owned_by(key: str, scale: int) -> bool:
 
 
 def static_steps(trainer: SRTrainer, batches) -> None:
-    """Trains on each batch with a graph traced for its static shapes."""
-    trainer.optimizer.build(trainer.sr_model.trainable_variables)
+    """Trains on each batch with a graph traced for its static shapes.
+
+    The optimizer is left unbuilt (as fit() without a strategy does): the first step,
+    a single scale's, must still build it on every variable.
+    """
     step = tf.function(trainer.train_step)
     for lr, hr in batches:
         assert isinstance(trainer.batch_scale(lr, hr), int)
@@ -70,7 +77,7 @@ def static_steps(trainer: SRTrainer, batches) -> None:
 
 
 @pytest.mark.parametrize("shapes,policy", [
-    ("dynamic", None), ("static", None), ("dynamic", "mixed_float16"), ("dynamic", "mixed_bfloat16"),
+    ("dynamic", None), ("static", None), ("dynamic", "mixed_bfloat16"),
 ])
 def test_a_batch_leaves_the_other_scales_weights_and_moments_untouched(photo, shapes, policy):
     previous = keras.config.dtype_policy()
@@ -163,20 +170,30 @@ def test_updates_match_torch_adam_with_per_parameter_steps(photo):
     assert trainer.scale_steps.tolist() == [3, 3]
 
 
-def test_a_skipped_loss_scale_step_changes_nothing(photo):
-    trainer = make(optimizer=make_optimizer(lr_schedule(LR, 0), loss_scale=True))
-    loop = TrainLoop(trainer, scripted_scales(photo, [0, 1, 1]))
-    loop.run(1)
-    before = adam_state(trainer)
-    trainer.optimizer.dynamic_scale.assign(3e38)  # the scaled loss overflows: step skipped
-    loop.run(2)
-    after = adam_state(trainer)
-    assert all(np.array_equal(after[k], before[k]) for k in before)
-    assert trainer.scale_steps.tolist() == [1, 0]
-    assert int(trainer.optimizer.iterations.numpy()) == 1
-    trainer.optimizer.dynamic_scale.assign(1.0)
-    loop.run(3)
+def test_fp16_loss_scaling_applied_and_skipped_steps(photo):
+    """mixed_float16 with a LossScaleOptimizer: an overflowing step (skipped by Keras)
+    changes no weight, moment or step count; applied steps update only their scale."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        trainer = make("mixed_float16")
+        assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+        loop = TrainLoop(trainer, scripted_scales(photo, [0, 1, 1]))
+        loop.run(1)
+        before = adam_state(trainer)
+        trainer.optimizer.dynamic_scale.assign(3e38)  # the scaled loss overflows: step skipped
+        loop.run(2)
+        skipped = adam_state(trainer)
+        trainer.optimizer.dynamic_scale.assign(16.0)
+        loop.run(3)
+        after = adam_state(trainer)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert all(np.array_equal(skipped[k], before[k]) for k in before)
+    assert int(trainer.optimizer.iterations.numpy()) == 2
     assert trainer.scale_steps.tolist() == [1, 1]
+    assert all(np.any(after[k] != before[k]) for k in after if owned_by(k, 3))
+    assert not any(np.any(after[k] != before[k]) for k in after if owned_by(k, 2))
 
 
 def test_resume_restores_the_per_scale_step_counts(photo, tmp_path):
@@ -202,3 +219,68 @@ def test_mdsr_refuses_an_optimizer_it_cannot_update_per_scale():
         make(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.01))
     edsr = ModelConfig("edsr", (2,), n_resblocks=1, n_feats=8)
     SRTrainer(build_model(edsr), edsr).compile(optimizer=keras.optimizers.SGD(0.1))  # EDSR: any
+
+
+MIRRORED_SCRIPT = """
+import json, os, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from edsr_tf.models import ModelConfig, build_model
+from edsr_tf.training import SRTrainer, TrainLoop, lr_schedule, make_optimizer
+
+ORDER = [0, 0, 1, 1]
+config = ModelConfig("mdsr", (2, 3), n_resblocks=1, n_feats=8)
+
+def data():
+    def per_scale(s):
+        def make(i):
+            hr = tf.random.stateless_uniform([4, 6 * s, 6 * s, 3], seed=[s, i], maxval=255.0)
+            return tf.nn.avg_pool2d(hr, s, s, "VALID"), hr
+        return tf.data.Dataset.range(1 << 40).map(make)
+    choice = tf.data.Dataset.from_tensor_slices(tf.constant(ORDER, tf.int64))
+    return tf.data.Dataset.choose_from_datasets([per_scale(2), per_scale(3)], choice)
+
+out = {}
+for name, strategy in (("single", tf.distribute.get_strategy()),
+                       ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+    keras.utils.set_random_seed(3)
+    with strategy.scope():
+        trainer = SRTrainer(build_model(config), config)
+        trainer.compile(optimizer=make_optimizer(lr_schedule(1e-3, 0)))
+    loop = TrainLoop(trainer, data(), strategy=strategy)
+    loop.run(2)
+    x2 = {v.path: v.numpy().copy() for v in trainer.sr_model.weights if "_x2_" in v.path}
+    loop.run(len(ORDER))
+    out[name] = dict(
+        replicas=strategy.num_replicas_in_sync,
+        x2_untouched=all(np.array_equal(v.numpy(), x2[v.path])
+                         for v in trainer.sr_model.weights if "_x2_" in v.path),
+        steps=trainer.scale_steps.tolist(),
+        weights={v.path: v.numpy().tolist() for v in trainer.sr_model.weights},
+    )
+json.dump(out, open(sys.argv[1], "w"))
+"""
+
+
+def test_mirrored_strategy_updates_per_scale_like_one_device(tmp_path):
+    """The restore after Adam goes through a merge call: check it under MirroredStrategy
+    (2 logical CPUs, a fresh process) with dynamic shapes."""
+    repo = Path(__file__).resolve().parents[1]
+    script, result = tmp_path / "mirrored_mdsr.py", tmp_path / "result.json"
+    script.write_text(MIRRORED_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("TF_CONFIG", None)
+    proc = subprocess.run([sys.executable, str(script), str(result)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(result.read_text())
+    single, mirrored = out["single"], out["mirrored"]
+    assert mirrored["replicas"] == 2
+    assert single["x2_untouched"] and mirrored["x2_untouched"]
+    assert single["steps"] == mirrored["steps"] == [2, 2]
+    a, b = single["weights"], mirrored["weights"]
+    diff = max(float(np.abs(np.asarray(a[k]) - np.asarray(b[k])).max()) for k in a)
+    assert diff < 1e-5

@@ -250,8 +250,12 @@ class SRTrainer(keras.Model):
         shapes the other scales get their weights and moments back. No control flow around
         the optimizer: merge calls inside tf.cond break MirroredStrategy.
         """
-        adam = _adam_of(self.optimizer)
         all_vars = self.sr_model.trainable_variables
+        if not self.optimizer.built:
+            # fit() without a strategy builds in the first trace; build on every variable
+            # (a first apply on one scale's subset would build on that subset only).
+            self.optimizer.build(all_vars)
+        adam = _adam_of(self.optimizer)
         static = isinstance(index, int)
         owned = [(v, o) for v, o in zip(all_vars, self._owners)
                  if o >= 0 and (not static or o == index)]
@@ -293,7 +297,8 @@ class SRTrainer(keras.Model):
             m = tf.convert_to_tensor(var_slots[0])
             v = tf.convert_to_tensor(var_slots[-1])  # velocity_hat with amsgrad
             # As Keras' update_step (eps added to sqrt(v), not to the bias-corrected one).
-            stepped = old_vars[j] - (m * alpha(o, dtype)) / (tf.sqrt(v) + tf.cast(adam.epsilon, dtype))
+            eps = tf.cast(adam.epsilon, dtype)
+            stepped = old_vars[j] - (m * alpha(o, dtype)) / (tf.sqrt(v) + eps)
             targets.append(var)
             values.append(tf.where(hit[o], stepped, old_vars[j]))
             if not static:
