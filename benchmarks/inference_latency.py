@@ -14,7 +14,8 @@ random weights: latency does not depend on the weight values, but then the dB
 figures say nothing about a trained model (the report says which model was used).
 
     python benchmarks/inference_latency.py [--weights W.weights.h5] [--scales 2,4]
-        [--sizes 128,256] [--runs 3] [--json out.json]
+        [--sizes 128,256] [--runs 3] [--int8-ranges mse|minmax] [--onnx-calibration Percentile]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -135,6 +136,11 @@ def main(argv=None) -> int:
     p.add_argument("--runtimes", default=",".join(RUNTIMES))
     p.add_argument("--runs", type=int, default=5, help="timed runs per point (after one warm-up)")
     p.add_argument("--psnr-images", type=int, default=5, help="real images for the PSNR check (0: skip)")
+    p.add_argument("--int8-ranges", default="mse", choices=("mse", "minmax"),
+                   help="TFLite int8 activation ranges: mse (refined, the export default) or the "
+                        "converter's plain min/max")
+    p.add_argument("--onnx-calibration", default="Percentile",
+                   help="onnxruntime CalibrationMethod for ONNX int8 (MinMax, Percentile, Entropy, ...)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
 
@@ -186,7 +192,8 @@ def main(argv=None) -> int:
                     savedmodel.save_serving_model(sub, scale, tmp / f"sm_x{scale}" / "1"))
             for q in ("fp32", "fp16", "dynamic", "int8"):
                 if f"tflite_{q}" in runtimes:
-                    path = tflite.write(tflite.convert(conv, "none" if q == "fp32" else q, calib),
+                    path = tflite.write(tflite.convert(conv, "none" if q == "fp32" else q, calib,
+                                                       int8_ranges=args.int8_ranges),
                                         tmp / f"x{scale}_{q}.tflite")
                     runners[f"tflite_{q}"] = tflite.TFLiteRunner(path, num_threads=threads)
             if "onnx_fp32" in runtimes or "onnx_int8" in runtimes:
@@ -195,7 +202,8 @@ def main(argv=None) -> int:
                     runners["onnx_fp32"] = onnx_export.OnnxRunner(fp32)
                 if "onnx_int8" in runtimes:
                     runners["onnx_int8"] = onnx_export.OnnxRunner(
-                        onnx_export.quantize_int8(fp32, tmp / f"x{scale}_int8.onnx", calib))
+                        onnx_export.quantize_int8(fp32, tmp / f"x{scale}_int8.onnx", calib,
+                                                  calibrate_method=args.onnx_calibration))
             print(f"x{scale}: exports built in {time.perf_counter() - t0:.0f} s ({model_name})", file=sys.stderr)
             for size in sizes:
                 x = np.random.default_rng(size).uniform(0, 255, (1, size, size, 3)).astype(np.float32)

@@ -190,6 +190,51 @@ def test_tflite_int8_is_fully_integer_and_runs(exported, photo):
     assert psnr_vs(y, keras_out(model, x)) > 35.0  # quantized, yet close to the float model
 
 
+def test_mse_range_ignores_outliers_keeps_dense_ranges():
+    from edsr_tf.export.tflite import mse_range
+
+    rng = np.random.default_rng(0)
+    # a subsample whose calibrated min/max (±100) came from rare outliers not in it
+    x = rng.normal(0, 5, 50_000)
+    lo, hi = mse_range(x, -100.0, 100.0)
+    assert -40 < lo < -10 and 10 < hi < 40, (lo, hi)
+    # ...but an outlier that is in the subsample and far out is worth its range
+    lo2, hi2 = mse_range(np.concatenate([x, [100.0] * 50]), -100.0, 100.0)
+    assert hi2 > hi + 20, (hi, hi2)
+    u = rng.uniform(0, 50, 50_000)  # ReLU-like, no outliers: keeps 0 and (almost) the full range
+    lo, hi = mse_range(u, 0.0, 50.0)
+    assert lo == 0.0 and hi > 45, (lo, hi)
+
+
+def test_tflite_int8_refined_ranges_beat_minmax(tmp_path, photo):
+    """Refined int8 ranges: one-grey-level output step and less error than min/max ranges."""
+    from edsr_tf.export import tflite
+    from edsr_tf.export.calibration import calibration_patches
+    from edsr_tf.export.common import export_conversion_savedmodel, inference_model
+
+    model, _ = tiny_model(seed=3)
+    conv = export_conversion_savedmodel(inference_model(model), tmp_path / "conv")
+    calib = calibration_patches(num_patches=8, patch_size=24)
+    x = photo[None, 40:104, 60:124].astype(np.float32)
+    ref = keras_out(model, x)
+    err = {}
+    for ranges in ("mse", "minmax"):
+        path = tflite.write(tflite.convert(conv, "int8", calib, int8_ranges=ranges), tmp_path / f"{ranges}.tflite")
+        runner = TFLiteRunner(path)
+        assert "float32" not in runner.tensor_dtypes()
+        if ranges == "mse":
+            assert runner.interpreter.get_output_details()[0]["quantization"] == (1.0, 0)
+        err[ranges] = float(np.mean((runner.run(x) - ref) ** 2))
+    assert err["mse"] < err["minmax"], err
+    with pytest.raises(ExportError, match="range policy"):
+        tflite.convert(conv, "int8", calib, int8_ranges="percentile")
+
+
+def test_onnx_unknown_calibration_method(tmp_path):
+    with pytest.raises(ExportError, match="calibration method"):
+        onnx_export.quantize_int8(tmp_path / "missing.onnx", tmp_path / "q.onnx", [], calibrate_method="Bogus")
+
+
 def test_tflite_tile_is_fixed_shape(exported):
     model, out, name = exported["model"], exported["out"], exported["name"]
     runner = TFLiteRunner(out / "tflite" / f"{name}_fp32_tile{TILE[0]}x{TILE[1]}.tflite")
