@@ -199,3 +199,23 @@ def test_shipped_configs_parse_and_follow_the_paper_schedule(cfg, tmp_path):
         assert (f"--init_from=runs/{config.preset}_x2/" in text) == (scale != 2)
     else:
         assert config.scales == (2, 3, 4)
+
+
+def test_corrupt_training_image_is_named(tmp_path):
+    """TF's decode error names no file: train.py finds and names it, no traceback."""
+    from PIL import Image
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(hr / f"{i}.png")
+    good = (hr / "0.png").read_bytes()
+    (hr / "broken.png").write_bytes(good[: len(good) // 2])  # truncated PNG
+    proc = _run(["train.py", "--data_source=folder", f"--data_dir={hr}", "--n_resblocks=1",
+                 "--n_feats=4", "--steps=20", "--patch_size=8", "--batch_size=2",
+                 "--eval_every=0", "--progress=false", f"--out_dir={tmp_path / 'run'}"], timeout=180)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
+    assert last.startswith("train.py: error: unreadable training image") and "broken.png" in last, last

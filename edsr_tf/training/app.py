@@ -337,7 +337,10 @@ def train(opts: TrainOptions) -> dict:
                                     tile=opts.eval_tile or None, is_chief=worker.is_chief)
             callbacks.append(validation)
         t0 = time.perf_counter()
-        loop.run(opts.steps, callbacks)
+        try:
+            loop.run(opts.steps, callbacks)
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+            _raise_for_bad_files(e, source, config.scales)
         train_time = time.perf_counter() - t0
         if writer is not None:
             writer.flush()
@@ -364,6 +367,21 @@ def train(opts: TrainOptions) -> dict:
         import keras as _keras
 
         _keras.config.set_dtype_policy(previous_policy)
+
+
+def _raise_for_bad_files(error: Exception, source, scales: Sequence[int]) -> None:
+    """Turns TF's anonymous decode failure into a :class:`DataError` naming the file(s)."""
+    from edsr_tf.data import DataError
+    from edsr_tf.data.sources import find_unreadable
+
+    text = str(error)
+    if "Decode" not in text and "PNG" not in text and "JPEG" not in text:
+        raise error
+    bad = find_unreadable(source, scales) if source.kind in ("div2k", "folder") else []
+    if not bad:
+        raise error
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    raise DataError(f"unreadable training image {bad[0]}{more}; fix or remove it") from None
 
 
 def main(argv: Sequence[str]) -> None:
