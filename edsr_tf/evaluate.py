@@ -26,6 +26,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from edsr_tf.benchmark_sets import BenchmarkSet, DatasetNotFoundError, find_datasets  # noqa: E402
+from edsr_tf.cli_args import sr_args_error  # noqa: E402
 from edsr_tf.images import ImageReadError, LoadedImage, atomic_write_bytes, read_image, write_image  # noqa: E402
 
 DEFAULT_DATASETS = "Set5,Set14,B100,Urban100"
@@ -207,24 +208,12 @@ def _error(msg: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the evaluation CLI; returns the exit code (0 ok, 1 evaluation failed, 2 bad arguments)."""
     args = build_parser().parse_args(argv)
-    if args.bicubic == bool(args.weights):
-        _error("give exactly one of --weights W and --bicubic")
+    problem = sr_args_error(args)
+    if problem:
+        _error(problem)
         return 2
-    if args.bicubic and args.scale is None:
-        _error("--bicubic needs --scale")
-        return 2
-    if args.bicubic and args.self_ensemble:
-        _error("--self-ensemble needs a model (--weights), not --bicubic")
-        return 2
-    if args.scale is not None and args.scale < 1:
-        _error(f"--scale must be a positive integer, got {args.scale}")
-        return 2
-    for flag, value in (("--tile-overlap", args.tile_overlap), ("--limit", args.limit)):
-        if value is not None and value < 0:
-            _error(f"{flag} must be >= 0, got {value}")
-            return 2
-    if args.batch < 1:
-        _error(f"--batch must be >= 1, got {args.batch}")
+    if args.limit is not None and args.limit < 0:
+        _error(f"--limit must be >= 0, got {args.limit}")
         return 2
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     if not names:

@@ -22,6 +22,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from edsr_tf.cli_args import sr_args_error  # noqa: E402
 from edsr_tf.images import (  # noqa: E402
     IMAGE_SUFFIXES,
     ImageReadError,
@@ -171,23 +172,9 @@ def _error(msg: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the upscaling CLI; returns 0, 1 (some inputs failed) or 2 (bad arguments/weights)."""
     args = build_parser().parse_args(argv)
-    if args.bicubic == bool(args.weights):
-        _error("give exactly one of --weights W and --bicubic")
-        return 2
-    if args.bicubic and args.scale is None:
-        _error("--bicubic needs --scale")
-        return 2
-    if args.bicubic and args.self_ensemble:
-        _error("--self-ensemble needs a model (--weights), not --bicubic")
-        return 2
-    if args.scale is not None and args.scale < 2:
-        _error(f"--scale must be an integer >= 2, got {args.scale}")
-        return 2
-    if args.tile_overlap is not None and args.tile_overlap < 0:
-        _error(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
-        return 2
-    if args.batch < 1:
-        _error(f"--batch must be >= 1, got {args.batch}")
+    problem = sr_args_error(args)
+    if problem:
+        _error(problem)
         return 2
     if args.out.exists() and not args.out.is_dir():
         _error(f"--out {args.out}: exists and is not a folder")
