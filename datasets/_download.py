@@ -14,6 +14,19 @@ from pathlib import Path
 CHUNK = 1 << 20
 
 
+def run_job(job) -> int:
+    """Runs ``job()`` as a command: one-line errors (exit 1), Ctrl-C explains how to resume (130)."""
+    try:
+        job()
+    except (DownloadError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
 class DownloadError(RuntimeError):
     """A download or checksum failed (message says which URL/file and what to do)."""
 

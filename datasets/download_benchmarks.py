@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _download import DownloadError, extract, fetch  # noqa: E402
+from _download import extract, fetch, run_job  # noqa: E402
 
 URL = "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
 
@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep_archive", action="store_true", help="keep benchmark.tar after extracting")
     args = p.parse_args(argv)
     archive = args.dest / "benchmark.tar"
-    try:
+
+    def job() -> None:
         print(f"benchmark sets: {URL} -> {args.dest}")
         fetch(URL, archive, sha256=args.sha256)
         extract(archive, args.dest)
@@ -36,13 +37,8 @@ def main(argv: list[str] | None = None) -> int:
             archive.unlink()
         sets = sorted(d.name for d in (args.dest / "benchmark").iterdir() if d.is_dir())
         print(f"done: {', '.join(sets)} in {args.dest / 'benchmark'}")
-    except (DownloadError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_job(job)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _download import DownloadError, extract, fetch  # noqa: E402
+from _download import extract, fetch, run_job  # noqa: E402
 
 URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
 #: zip name -> (size in bytes, sha256), as recorded by tensorflow-datasets' div2k checksums.
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     names = wanted(args.scales, args.track, not args.no_valid, not args.no_hr)
     total = sum(FILES[n][0] for n in names) / 2**30
     print(f"DIV2K: {len(names)} files, {total:.1f} GiB, into {args.dest}")
-    try:
+
+    def job() -> None:
         for name in names:
             size, sha = FILES[name]
             fetch(URL + name, args.dest / name, size=size, sha256=sha)
@@ -68,13 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 extract(args.dest / name, args.extract_to)
             print(f"done: DataSource.div2k({str(args.extract_to)!r}) / --data_dir {args.extract_to}")
-    except (DownloadError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_job(job)
 
 
 if __name__ == "__main__":

@@ -166,6 +166,20 @@ def _filter_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out
 
 
+def _ssim_map(a, b, filter_valid):
+    """Wang et al.'s SSIM map from Gaussian 'valid' filtering; NumPy or TF arrays alike."""
+    g = gaussian_window()
+    c1 = (SSIM_K1 * PEAK) ** 2
+    c2 = (SSIM_K2 * PEAK) ** 2
+    mu_a = filter_valid(a, g)
+    mu_b = filter_valid(b, g)
+    mu_a2, mu_b2, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
+    var_a = filter_valid(a * a, g) - mu_a2
+    var_b = filter_valid(b * b, g) - mu_b2
+    cov = filter_valid(a * b, g) - mu_ab
+    return ((2 * mu_ab + c1) * (2 * cov + c2)) / ((mu_a2 + mu_b2 + c1) * (var_a + var_b + c2))
+
+
 def _ssim_channels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Mean SSIM of each channel of two float64 ``[H, W, C]`` arrays (Wang et al.)."""
     if a.shape[0] < SSIM_WINDOW or a.shape[1] < SSIM_WINDOW:
@@ -173,17 +187,7 @@ def _ssim_channels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             f"ssim: the compared region ({a.shape[0]}x{a.shape[1]} after shaving) is smaller "
             f"than the {SSIM_WINDOW}x{SSIM_WINDOW} window"
         )
-    g = gaussian_window()
-    c1 = (SSIM_K1 * PEAK) ** 2
-    c2 = (SSIM_K2 * PEAK) ** 2
-    mu_a = _filter_valid(a, g)
-    mu_b = _filter_valid(b, g)
-    mu_a2, mu_b2, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
-    var_a = _filter_valid(a * a, g) - mu_a2
-    var_b = _filter_valid(b * b, g) - mu_b2
-    cov = _filter_valid(a * b, g) - mu_ab
-    ssim_map = ((2 * mu_ab + c1) * (2 * cov + c2)) / ((mu_a2 + mu_b2 + c1) * (var_a + var_b + c2))
-    return ssim_map.mean(axis=(0, 1))
+    return _ssim_map(a, b, _filter_valid).mean(axis=(0, 1))
 
 
 def ssim(sr: np.ndarray, hr: np.ndarray, shave: int = 0, y_channel: bool = True) -> float:
@@ -303,14 +307,4 @@ def ssim_tf(sr: "tf.Tensor", hr: "tf.Tensor", shave: int, y_channel: bool = True
     ]
     with tf.control_dependencies(checks):
         a = tf.identity(a)
-    g = gaussian_window()
-    c1 = (SSIM_K1 * PEAK) ** 2
-    c2 = (SSIM_K2 * PEAK) ** 2
-    mu_a = _filter_valid_tf(a, g)
-    mu_b = _filter_valid_tf(b, g)
-    mu_a2, mu_b2, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
-    var_a = _filter_valid_tf(a * a, g) - mu_a2
-    var_b = _filter_valid_tf(b * b, g) - mu_b2
-    cov = _filter_valid_tf(a * b, g) - mu_ab
-    ssim_map = ((2 * mu_ab + c1) * (2 * cov + c2)) / ((mu_a2 + mu_b2 + c1) * (var_a + var_b + c2))
-    return tf.reduce_mean(ssim_map, axis=[1, 2, 3])
+    return tf.reduce_mean(_ssim_map(a, b, _filter_valid_tf), axis=[1, 2, 3])
