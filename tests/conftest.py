@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ci_guard import skip_or_fail
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,10 +19,7 @@ def _require_shared(sub: str = "") -> Path:
     path = SHARED_DATA / sub
     if path.exists():
         return path
-    reason = f"{path} not found: the benchmark images of ../shared/data are absent in this clone"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}; CI must run these tests")
-    pytest.skip(reason)
+    skip_or_fail(f"{path} not found: the benchmark images of ../shared/data are absent in this clone")
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ci_guard import require_module
 
 from edsr_tf import convert
 from edsr_tf.convert import ConversionError, ConversionWarning, convert_state_dict
@@ -27,13 +28,7 @@ BLOCKS, FEATS = 2, 8
 @pytest.fixture(scope="module")
 def ref():
     """(torch, tests/torch_reference module); skip without torch, except under CI=true."""
-    if os.environ.get("CI", "").lower() == "true":
-        try:
-            import torch
-        except ImportError as e:
-            pytest.fail(f"CI=true but torch is not installed ({e}): parity tests must run in CI")
-    else:
-        torch = pytest.importorskip("torch", reason="torch (requirements-dev.txt) not installed")
+    torch = require_module("torch", "requirements-dev.txt; the parity tests need it")
     import torch_reference
 
     return torch, torch_reference

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ci_guard import require_module
 from PIL import Image
 
 from edsr_tf.data import DataError, DataSource, build_eval_dataset, build_train_dataset, image_pairs
@@ -232,7 +233,7 @@ def test_prepare_lr_and_cache(tmp_path, photo, capsys):
 
 def test_tfds_end_to_end_from_manual_zips(tmp_path, monkeypatch):
     """Tiny fake DIV2K zips in <data_dir>/downloads/manual: prepared offline, read, cached."""
-    pytest.importorskip("importlib_resources", reason="tensorflow-datasets needs importlib-resources to prepare")
+    require_module("importlib_resources", "tensorflow-datasets needs it to prepare a dataset")
     import io
     import zipfile
 

@@ -17,6 +17,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from ci_guard import skip_or_fail
 from PIL import Image
 
 from edsr_tf.export import ExportError, VerificationError, export, export_model
@@ -135,7 +136,7 @@ def test_bytes_signature_roundtrips_png(exported):
 def test_saved_model_cli_show_and_run(exported, tmp_path):
     cli = Path(sys.executable).with_name("saved_model_cli")
     if not cli.exists():
-        pytest.skip("saved_model_cli not installed next to this python")
+        skip_or_fail("saved_model_cli is not installed next to this python")
     d = str(exported["out"] / "savedmodel" / exported["name"] / "1")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     show = subprocess.run([str(cli), "show", "--dir", d, "--all"], capture_output=True, text=True, env=env)

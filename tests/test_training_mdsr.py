@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from ci_guard import require_module
 import tensorflow as tf
 
 from edsr_tf.models import ModelConfig, build_model, model_for_scale
@@ -124,10 +125,7 @@ def test_updates_match_torch_adam_with_per_parameter_steps(photo):
     adds epsilon to sqrt(v) before bias correction (PyTorch after): the same as PyTorch
     with eps / sqrt(1 - beta2**step), which torch gets here per group of parameters.
     """
-    if os.environ.get("CI", "").lower() == "true":
-        import torch
-    else:
-        torch = pytest.importorskip("torch", reason="torch (requirements-dev.txt) not installed")
+    torch = require_module("torch", "requirements-dev.txt")
 
     order = [0, 0, 1, 0, 1, 1]
     trainer = make()
