@@ -13,6 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EDSR_TF_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+# Every test starts from the same seed, so random weights and data cannot make a run pass or fail by
+# luck. Set EDSR_TF_TEST_SEED to another value to check that no test depends on the particular draw.
+TEST_SEED = int(os.environ.get("EDSR_TF_TEST_SEED", "0"))
 
 
 def _require_shared(sub: str = "") -> Path:
@@ -20,6 +23,14 @@ def _require_shared(sub: str = "") -> Path:
     if path.exists():
         return path
     skip_or_fail(f"{path} not found: the benchmark images of ../shared/data are absent in this clone")
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything() -> None:
+    """Seeds Python, NumPy, TF and Keras before each test (see TEST_SEED)."""
+    import keras
+
+    keras.utils.set_random_seed(TEST_SEED)
 
 
 @pytest.fixture(scope="session")

@@ -60,7 +60,8 @@ def test_tiny_model_table_and_json(shared_data, tmp_path, capsys):
     assert [r["dataset"] for r in doc["results"]] == ["Set5", "Set14"]  # named as the folders
     for r in doc["results"]:
         assert r["images"] == 3 and r["layout"] == "edsr"
-        assert math.isfinite(r["psnr"]) and 0 < r["ssim"] < 1
+        # Random weights: SSIM can be anywhere in [-1, 1] (it is negative for some draws).
+        assert math.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1
         assert r["psnr"] == pytest.approx(np.mean([p["psnr"] for p in r["per_image"]]))
         assert f"| {r['dataset']} | x2 | 3 | {r['psnr']:.2f} | {r['ssim']:.4f} |" in table
     assert "edsr PSNR (dB)" in table.splitlines()[0]
