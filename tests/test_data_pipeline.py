@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -169,19 +170,35 @@ def test_eval_dataset_generated_lr_is_matlab_imresize(tmp_path, photo):
 
 @pytest.mark.parametrize("scales", [(2,), (2, 3)])
 def test_iterator_checkpoint_resumes_exactly(tmp_path, scales):
-    """A trainer checkpoints the iterator; restoring it continues with the same batches."""
+    """A trainer checkpoints the iterator; restoring it continues with the same batches.
+
+    Restored into a freshly built dataset (a new process resuming) and into a new iterator
+    of the same dataset after the saved one went on (state shared between iterators of one
+    dataset, such as shuffle's reshuffle seed generator, would break this), over several
+    epochs of the image table and for several global seeds (the bug this guards against
+    showed for some seeds only).
+    """
     rng = np.random.default_rng(4)
     for i in range(3):
         write_png(tmp_path / "hr" / f"{i}.png", rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
-    ds = build_train_dataset(DataSource.folder(tmp_path / "hr"), scales, patch_size=6, batch_size=4, seed=3,
-                             deterministic=True, crops_per_image=4, shuffle_buffer=16, cache_dir=tmp_path / "c")
-    it = iter(ds)
-    for _ in range(3):
-        next(it)
-    path = tf.train.Checkpoint(iterator=it).save(str(tmp_path / "ckpt" / "it"))
-    expected = [next(it) for _ in range(4)]
-    resumed = iter(ds)
-    tf.train.Checkpoint(iterator=resumed).restore(path)
-    for (la, ha), (lb, hb) in zip(expected, [next(resumed) for _ in range(4)]):
-        np.testing.assert_array_equal(la.numpy(), lb.numpy())
-        np.testing.assert_array_equal(ha.numpy(), hb.numpy())
+
+    def build():
+        return build_train_dataset(DataSource.folder(tmp_path / "hr"), scales, patch_size=6, batch_size=4, seed=3,
+                                   deterministic=True, crops_per_image=4, shuffle_buffer=16, cache_dir=tmp_path / "c")
+
+    for global_seed, skip in ((0, 0), (1, 0), (0, 3), (1, 2)):
+        keras.utils.set_random_seed(global_seed)
+        reference = iter(build())
+        reference = [next(reference) for _ in range(skip + 8)][skip:]  # 32 patches: ~3 epochs of 12
+        ds = build()
+        it = iter(ds)
+        for _ in range(skip):
+            next(it)
+        path = tf.train.Checkpoint(iterator=it).save(str(tmp_path / f"ckpt{global_seed}{skip}" / "it"))
+        went_on = [next(it) for _ in range(8)]
+        for dataset in (build(), ds):
+            resumed = iter(dataset)
+            tf.train.Checkpoint(iterator=resumed).restore(path)
+            for (la, ha), (lb, hb), (lc, hc) in zip(reference, went_on, [next(resumed) for _ in range(8)]):
+                for want, got in ((la, lb), (ha, hb), (la, lc), (ha, hc)):
+                    np.testing.assert_array_equal(want.numpy(), got.numpy())

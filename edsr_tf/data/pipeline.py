@@ -120,12 +120,36 @@ class _Images:
 
     def dataset(self, *, shuffle_seed: int | None, repeat: bool) -> tf.data.Dataset:
         if self.tfds_dataset is not None:
-            ds = self.tfds_dataset
-        else:
+            return self.tfds_dataset.repeat() if repeat else self.tfds_dataset
+        if shuffle_seed is None:
             ds = tf.data.Dataset.from_tensor_slices(self.table)
-            if shuffle_seed is not None:
-                ds = ds.shuffle(self.count, seed=shuffle_seed, reshuffle_each_iteration=True)
-        return ds.repeat() if repeat else ds
+            return ds.repeat() if repeat else ds
+        if not repeat:
+            raise ValueError("a shuffled image table is only built as an endless stream")
+        table = tf.nest.map_structure(tf.constant, self.table)
+        return _epoch_order(self.count, shuffle_seed).map(
+            lambda i: tf.nest.map_structure(lambda col: tf.gather(col, i), table))
+
+
+def _epoch_order(count: int, seed: int) -> tf.data.Dataset:
+    """Endless stream of indices into ``range(count)``: a new permutation every epoch.
+
+    Stateless (epoch number + seed), unlike ``shuffle(reshuffle_each_iteration=True)``,
+    whose per-epoch seeds come from a generator shared by every iterator of the dataset and
+    not restored from an iterator checkpoint: a restored iterator would then replay other
+    epochs than the saved one.
+    """
+    def permutation(epoch: tf.Tensor) -> tf.Tensor:
+        keys = tf.random.stateless_uniform([count], tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.argsort(keys)
+
+    return tf.data.Dataset.counter().map(permutation).unbatch()
+
+
+def _stateless_choices(n: int, seed: int) -> tf.data.Dataset:
+    """Endless stream of independent uniform draws from ``range(n)`` (stateless, as above)."""
+    return tf.data.Dataset.counter().map(lambda i: tf.random.stateless_uniform(
+        [], tf.stack([tf.constant(seed, tf.int64), i]), maxval=n, dtype=tf.int64))
 
 
 def _tfds_images(source: DataSource, scale: int, *, train: bool, cache: DecodedImageCache | None,
@@ -229,7 +253,9 @@ def _scale_train_dataset(source: DataSource, scale: int, *, patch_size: int, bat
 
     ds = images.dataset(shuffle_seed=order_seed, repeat=True).enumerate()
     ds = ds.map(crop, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    ds = ds.unbatch().shuffle(shuffle_buffer, seed=patch_seed, reshuffle_each_iteration=True)
+    # The stream is endless, so reshuffling "each iteration" would add nothing but the shared
+    # seed generator that iterator checkpoints do not restore (see _epoch_order).
+    ds = ds.unbatch().shuffle(shuffle_buffer, seed=patch_seed, reshuffle_each_iteration=False)
     ds = ds.batch(batch_size, drop_remainder=True)
     if images.generated:
         ds = ds.map(lambda hr: (downscale_patches(hr, scale), tf.cast(hr, tf.float32)),
@@ -280,9 +306,7 @@ def build_train_dataset(
         ds = per_scale[0]
     else:
         (choice_seed,) = _seeds(seed, 0, n=1)
-        n = len(per_scale)
-        choice = tf.data.Dataset.random(seed=choice_seed).map(lambda r: tf.math.floormod(r, n))
-        ds = tf.data.Dataset.choose_from_datasets(per_scale, choice)
+        ds = tf.data.Dataset.choose_from_datasets(per_scale, _stateless_choices(len(per_scale), choice_seed))
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
     return ds.prefetch(AUTOTUNE).with_options(options)
