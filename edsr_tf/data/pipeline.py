@@ -2,7 +2,7 @@
 
 Training, per scale::
 
-    image table ─shuffle(every epoch)─repeat─enumerate─▶ parallel map: read (cache or PNG),
+    image table ─new permutation every epoch (stateless)─enumerate─▶ parallel map: read (cache or PNG),
     K aligned random crops + dihedral augmentation, seeded by (seed, element number)
     ─unbatch─shuffle(patches)─batch─▶ float32 (+ LR made by imresize for HR-only folders)
 
