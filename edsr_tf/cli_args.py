@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+
+def print_error(msg: str) -> None:
+    """Prints ``error: msg`` on stderr (the one-line form every CLI error takes)."""
+    print(f"error: {msg}", file=sys.stderr, flush=True)
 
 
 def sr_args_error(args: argparse.Namespace) -> str | None:

@@ -26,7 +26,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from edsr_tf.benchmark_sets import BenchmarkSet, DatasetNotFoundError, find_datasets  # noqa: E402
-from edsr_tf.cli_args import sr_args_error  # noqa: E402
+from edsr_tf.cli_args import print_error, sr_args_error  # noqa: E402
 from edsr_tf.images import ImageReadError, LoadedImage, atomic_write_bytes, read_image, write_image  # noqa: E402
 
 DEFAULT_DATASETS = "Set5,Set14,B100,Urban100"
@@ -201,23 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _error(msg: str) -> None:
-    print(f"error: {msg}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the evaluation CLI; returns the exit code (0 ok, 1 evaluation failed, 2 bad arguments)."""
     args = build_parser().parse_args(argv)
     problem = sr_args_error(args)
     if problem:
-        _error(problem)
+        print_error(problem)
         return 2
     if args.limit is not None and args.limit < 0:
-        _error(f"--limit must be >= 0, got {args.limit}")
+        print_error(f"--limit must be >= 0, got {args.limit}")
         return 2
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     if not names:
-        _error("--datasets is empty")
+        print_error("--datasets is empty")
         return 2
 
     config = None
@@ -233,13 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             scale = args.scale or (config.scales[0] if len(config.scales) == 1 else None)
             model = model_for_scale(model, config, scale)
         except (ModelFileError, ValueError) as e:
-            _error(str(e) if isinstance(e, ModelFileError) else f"--weights {args.weights}: {e}")
+            print_error(str(e) if isinstance(e, ModelFileError) else f"--weights {args.weights}: {e}")
             return 2
         method = (config.preset or config.arch) + ("+" if args.self_ensemble else "")
     try:
         sets = find_datasets(args.dataset_dir, names, scale)
     except DatasetNotFoundError as e:
-        _error(str(e))
+        print_error(str(e))
         return 2
 
     if args.bicubic:
@@ -258,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              progress=not args.quiet)
             )
         except (EvaluationError, ImageReadError, ValueError) as e:
-            _error(f"{bset.name}: {e}")
+            print_error(f"{bset.name}: {e}")
             return 1
         if results[-1]["generated_lr"]:
             print(f"note: {bset.name}: {results[-1]['generated_lr']} LR images made with imresize "

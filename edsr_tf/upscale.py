@@ -22,7 +22,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from edsr_tf.cli_args import sr_args_error  # noqa: E402
+from edsr_tf.cli_args import print_error, sr_args_error  # noqa: E402
 from edsr_tf.images import (  # noqa: E402
     IMAGE_SUFFIXES,
     ImageReadError,
@@ -165,19 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _error(msg: str) -> None:
-    print(f"error: {msg}", file=sys.stderr, flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the upscaling CLI; returns 0, 1 (some inputs failed) or 2 (bad arguments/weights)."""
     args = build_parser().parse_args(argv)
     problem = sr_args_error(args)
     if problem:
-        _error(problem)
+        print_error(problem)
         return 2
     if args.out.exists() and not args.out.is_dir():
-        _error(f"--out {args.out}: exists and is not a folder")
+        print_error(f"--out {args.out}: exists and is not a folder")
         return 2
 
     model = None
@@ -191,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scale = args.scale or (config.scales[0] if len(config.scales) == 1 else None)
             model = model_for_scale(model, config, scale)
         except (ModelFileError, ValueError) as e:
-            _error(str(e) if isinstance(e, ModelFileError) else f"--weights {args.weights}: {e}")
+            print_error(str(e) if isinstance(e, ModelFileError) else f"--weights {args.weights}: {e}")
             return 2
 
     from tqdm import tqdm
@@ -238,17 +234,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         except (ImageReadError, ImageWriteError, OSError) as e:
             failures += 1
-            _error(str(e) if str(src) in str(e) else f"{src}: {e}")
+            print_error(str(e) if str(src) in str(e) else f"{src}: {e}")
         except Exception as e:  # e.g. TF out-of-memory: report the file, go on with the others
             failures += 1
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            _error(f"{src}: {type(e).__name__}: {msg}")
+            print_error(f"{src}: {type(e).__name__}: {msg}")
         finally:
             if tile_bar is not None:
                 tile_bar.close()
     bar.close()
     if failures:
-        _error(f"{failures} of {len(files)} input(s) failed")
+        print_error(f"{failures} of {len(files)} input(s) failed")
     return 1 if failures else 0
 
 
