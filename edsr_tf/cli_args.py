@@ -11,12 +11,36 @@ def print_error(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr, flush=True)
 
 
-def sr_args_error(args: argparse.Namespace) -> str | None:
+WEIGHTS_HELP = ("a shipped model's name (see --list-models), or a .weights.h5/.keras file written "
+                "by edsr_tf (config embedded)")
+
+
+def add_list_models(parser: argparse.ArgumentParser) -> None:
+    """``--list-models``: print the shipped models with their figures and exit."""
+    parser.add_argument("--list-models", action=_ListModels, nargs=0,
+                        help="list the shipped models (usable by name with --weights) and exit")
+
+
+class _ListModels(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        from edsr_tf.pretrained import PretrainedError, format_models
+
+        try:
+            print(format_models())
+        except PretrainedError as e:
+            parser.exit(1, f"error: {e}\n")
+        parser.exit(0)
+
+
+def sr_args_error(args: argparse.Namespace, *, weights_required: bool = True) -> str | None:
     """The first problem with ``--weights/--bicubic/--scale/--self-ensemble/--tile-overlap/--batch``.
 
     Returns a one-line message naming the flag, or None when the combination is valid.
+    ``weights_required=False``: neither ``--weights`` nor ``--bicubic`` means the shipped model.
     """
-    if args.bicubic == bool(args.weights):
+    if args.bicubic and args.weights:
+        return "give either --weights W or --bicubic, not both"
+    if weights_required and not args.bicubic and not args.weights:
         return "give exactly one of --weights W and --bicubic"
     if args.bicubic and args.scale is None:
         return "--bicubic needs --scale"

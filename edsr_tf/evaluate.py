@@ -26,7 +26,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from edsr_tf.benchmark_sets import BenchmarkSet, DatasetNotFoundError, find_datasets  # noqa: E402
-from edsr_tf.cli_args import print_error, sr_args_error  # noqa: E402
+from edsr_tf.cli_args import WEIGHTS_HELP, add_list_models, print_error, sr_args_error  # noqa: E402
 from edsr_tf.images import ImageReadError, LoadedImage, atomic_write_bytes, read_image, write_image  # noqa: E402
 
 DEFAULT_DATASETS = "Set5,Set14,B100,Urban100"
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="PSNR/SSIM on SR benchmark sets with the papers' protocol "
         "(uint8 output, Y of BT.601, scale px shaved; DIV2K: RGB, scale+6).",
     )
-    p.add_argument("--weights", help=".weights.h5 or .keras file written by edsr_tf (config embedded)")
+    p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--bicubic", action="store_true", help="evaluate MATLAB-bicubic upscaling instead of a model")
     p.add_argument("--dataset-dir", required=True, type=Path,
                    help="folder holding <Set>/ (or benchmark/<Set>/) and/or DIV2K/")
@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the results (per image too) to this JSON file")
     p.add_argument("--save-dir", type=Path, help="also write the SR images to <save-dir>/<set>/")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_list_models(p)
     return p
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from edsr_tf.cli_args import print_error, sr_args_error  # noqa: E402
+from edsr_tf.cli_args import WEIGHTS_HELP, add_list_models, print_error, sr_args_error  # noqa: E402
 from edsr_tf.images import (  # noqa: E402
     IMAGE_SUFFIXES,
     ImageReadError,
@@ -145,11 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files (PNG 8/16-bit, JPEG, BMP, WebP; gray, RGB, RGBA) or folders of them")
-    p.add_argument("--weights", help=".weights.h5 or .keras file written by edsr_tf (config embedded)")
+    p.add_argument("--weights", help=WEIGHTS_HELP + "; default: the shipped edsr_baseline model for "
+                   "--scale (default x2)")
     p.add_argument("--bicubic", action="store_true", help="MATLAB-bicubic upscaling instead of a model")
     p.add_argument("--scale", type=int,
                    help="upscaling factor (default: the model's; required for --bicubic and multi-scale MDSR)")
-    p.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
+    p.add_argument("--out", type=Path, default=Path("."),
+                   help="output folder (created if needed; default: the current folder)")
     p.add_argument("--tile", type=tile_arg, default=DEFAULT_TILE,
                    help="LR tile size in pixels, 0 = whole image in one pass, 'auto' (default) = "
                         "largest tile whose activations fit about 1.5 GiB")
@@ -162,13 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("png", "keep"), default="png",
                    help="output format: png (default, lossless) or keep the input's (JPEG at quality 95)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-file lines")
+    add_list_models(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the upscaling CLI; returns 0, 1 (some inputs failed) or 2 (bad arguments/weights)."""
     args = build_parser().parse_args(argv)
-    problem = sr_args_error(args)
+    problem = sr_args_error(args, weights_required=False)
     if problem:
         print_error(problem)
         return 2
@@ -182,12 +185,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edsr_tf.models import load_model, model_for_scale
         from edsr_tf.models.io import ModelFileError
 
+        from edsr_tf.pretrained import PretrainedError, default_model
+
+        weights = args.weights
+        if weights is None:
+            try:
+                shipped = default_model(args.scale or 2)
+            except PretrainedError as e:
+                print_error(f"--weights not given and {e}; pass --weights W or --bicubic")
+                return 2
+            weights = shipped.name
+            if not args.quiet:
+                print(f"using the shipped model {shipped.summary().strip()} (--weights to choose another)",
+                      file=sys.stderr)
         try:
-            model, config = load_model(args.weights)
+            model, config = load_model(weights)
             scale = args.scale or (config.scales[0] if len(config.scales) == 1 else None)
             model = model_for_scale(model, config, scale)
         except (ModelFileError, ValueError) as e:
-            print_error(str(e) if isinstance(e, ModelFileError) else f"--weights {args.weights}: {e}")
+            print_error(str(e) if isinstance(e, ModelFileError) else f"--weights {weights}: {e}")
             return 2
 
     from tqdm import tqdm

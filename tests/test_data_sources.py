@@ -88,7 +88,8 @@ def test_missing_and_empty_dirs_named(tmp_path):
 
 def test_too_small_and_mismatched_images_named(tmp_path):
     root = tiny_div2k(tmp_path, [1])
-    with pytest.raises(DataError, match=r"0001\.png \(24x24\) is smaller than the HR patch 48x48"):
+    with pytest.raises(DataError, match=r"every training image is smaller than the HR patch 48x48.*"
+                                         r"0001\.png \(24x24\)"):
         build_train_dataset(DataSource.div2k(root), 2, patch_size=24)
     write_png(root / "DIV2K_train_LR_bicubic" / "X2" / "0001x2.png", np.zeros((6, 6, 3), np.uint8))
     with pytest.raises(DataError, match=r"0001x2\.png is 6x6 .* not an x2 pair"):
@@ -271,3 +272,24 @@ def test_tfds_end_to_end_from_manual_zips(tmp_path, monkeypatch):
     ((lr_img, hr_img),) = [(a.numpy(), b.numpy()) for a, b in build_eval_dataset(src, 2)]
     np.testing.assert_array_equal(lr_img[0], images[801][0])
     np.testing.assert_array_equal(hr_img[0], images[801][1])
+
+
+def test_folder_tree_and_several_roots_skip_small_images(tmp_path, photo):
+    """A folder source reads subfolders and comma-separated roots; images smaller than the HR
+    patch are skipped with one notice giving the count, the rest still train."""
+    from edsr_tf.data import DataWarning, image_pairs
+
+    write_png(tmp_path / "a" / "T91" / "big.png", photo[:40, :40])
+    write_png(tmp_path / "a" / "T91" / "tiny.png", photo[:10, :10])
+    write_png(tmp_path / "a" / "BSD" / "deep" / "big2.png", photo[40:80, :40])
+    write_png(tmp_path / "a" / ".hidden" / "x.png", photo[:40, :40])
+    write_png(tmp_path / "b" / "other.png", photo[:12, :12])
+    src = DataSource.folder(f"{tmp_path / 'a'},{tmp_path / 'b'}")
+    names = [p.name for p in image_pairs(src, 2, train=True)]
+    assert names == ["BSD/deep/big2", "T91/big", "T91/tiny", "other"]
+    with pytest.warns(DataWarning, match=r"skipping 2 of 4 training images smaller than the HR patch 16x16"):
+        ds = build_train_dataset(src, 2, patch_size=8, batch_size=2, seed=0)
+    lr, hr = next(iter(ds))
+    assert lr.shape == (2, 8, 8, 3) and hr.shape == (2, 16, 16, 3)
+    with pytest.raises(DataError, match="HR image directory not found: .*missing"):
+        image_pairs(DataSource.folder(f"{tmp_path / 'a'},{tmp_path / 'missing'}"), 2, train=True)

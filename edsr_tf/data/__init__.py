@@ -13,11 +13,12 @@ from edsr_tf.data.pipeline import (
     downscale_patches,
     prepare_cache,
 )
-from edsr_tf.data.sources import DataError, DataSource, image_pairs
+from edsr_tf.data.sources import DataError, DataSource, DataWarning, image_pairs
 
 __all__ = [
     "DataError",
     "DataSource",
+    "DataWarning",
     "DecodedImageCache",
     "build_eval_dataset",
     "build_train_dataset",

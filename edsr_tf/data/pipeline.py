@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,6 +33,7 @@ from edsr_tf.data.patches import quantize, random_aligned_crops, random_crops
 from edsr_tf.data.sources import (
     DataError,
     DataSource,
+    DataWarning,
     ImagePair,
     image_pairs,
     tfds_builder,
@@ -73,20 +75,32 @@ def _image_size(path) -> tuple[int, int]:
 
 
 def _check_sizes(pairs: Sequence[ImagePair], sizes: Sequence[tuple[tuple[int, int], tuple[int, int] | None]],
-                 scale: int, patch_size: int | None) -> None:
-    """Names the first pair whose LR does not fit HR/scale or that is smaller than a patch."""
+                 scale: int, patch_size: int | None) -> list[int]:
+    """Indices of the pairs to use: raises for an LR that does not fit HR/scale; skips, with one
+    notice giving the count, images smaller than a training patch (several T91 images are 78 px:
+    one small image must not stop a long run); raises only when no image is large enough."""
     hp = None if patch_size is None else patch_size * scale
-    for pair, (hr, lr) in zip(pairs, sizes):
+    keep, small = [], []
+    for i, (pair, (hr, lr)) in enumerate(zip(pairs, sizes)):
         if lr is not None and (abs(hr[0] // scale - lr[0]) > 1 or abs(hr[1] // scale - lr[1]) > 1):
             raise DataError(f"LR image {pair.lr_path} is {lr[1]}x{lr[0]} but HR image {pair.hr_path} "
                             f"is {hr[1]}x{hr[0]}: not an x{scale} pair")
-        if hp is None:
-            continue
-        small = hr[0] < hp or hr[1] < hp or (lr is not None and (lr[0] < patch_size or lr[1] < patch_size))
-        if small:
-            raise DataError(f"image {pair.hr_path} ({hr[1]}x{hr[0]}) is smaller than the HR patch "
-                            f"{hp}x{hp} (patch_size {patch_size} at x{scale}); use a smaller patch_size "
-                            "or remove the image")
+        if hp is not None and (hr[0] < hp or hr[1] < hp
+                               or (lr is not None and (lr[0] < patch_size or lr[1] < patch_size))):
+            small.append(i)
+        else:
+            keep.append(i)
+    if small and not keep:
+        pair, (hr, _) = pairs[small[0]], sizes[small[0]]
+        raise DataError(f"every training image is smaller than the HR patch {hp}x{hp} (patch_size "
+                        f"{patch_size} at x{scale}), e.g. {pair.hr_path} ({hr[1]}x{hr[0]}); use a "
+                        "smaller patch_size")
+    if small:
+        first = pairs[small[0]]
+        warnings.warn(f"skipping {len(small)} of {len(pairs)} training images smaller than the HR patch "
+                      f"{hp}x{hp} (patch_size {patch_size} at x{scale}), e.g. {first.hr_path}",
+                      DataWarning, stacklevel=2)
+    return keep
 
 
 def _table_from_entries(hr: Sequence[CachedImage], lr: Sequence[CachedImage] | None) -> dict[str, Any]:
@@ -194,10 +208,12 @@ def _file_images(source: DataSource, scale: int, *, train: bool, cache: DecodedI
         hr = cache.file_entries([p.hr_path for p in pairs])
         lr = None if generated else cache.file_entries([p.lr_path for p in pairs])
         sizes = [(h.shape[:2], None if lr is None else lr[i].shape[:2]) for i, h in enumerate(hr)]
-        _check_sizes(pairs, sizes, scale, patch_size)
-        return _Images(_table_from_entries(hr, lr), len(pairs), generated)
+        keep = _check_sizes(pairs, sizes, scale, patch_size)
+        hr = [hr[i] for i in keep]
+        lr = None if lr is None else [lr[i] for i in keep]
+        return _Images(_table_from_entries(hr, lr), len(keep), generated)
     sizes = [(_image_size(p.hr_path), None if generated else _image_size(p.lr_path)) for p in pairs]
-    _check_sizes(pairs, sizes, scale, patch_size)
+    pairs = [pairs[i] for i in _check_sizes(pairs, sizes, scale, patch_size)]
     table = {"hr": {"path": np.array([os.fspath(p.hr_path) for p in pairs])}}
     if not generated:
         table["lr"] = {"path": np.array([os.fspath(p.lr_path) for p in pairs])}

@@ -19,7 +19,8 @@ Three kinds of :class:`DataSource`:
     also works with DIV2K's official split into ``train``/``valid`` folders or a partial copy.
 
 ``folder``
-    Any folder of HR images (``edsr_tf.images.IMAGE_SUFFIXES``, sorted by name). Without
+    Any folder of HR images (``edsr_tf.images.IMAGE_SUFFIXES``), subfolders included, or
+    several such folders separated by commas (``"T91,BSD200"``), sorted by path. Without
     ``lr_root`` the LR images are made with our MATLAB-compatible ``imresize`` (see
     :mod:`edsr_tf.data.pipeline`); with ``lr_root`` LR files are read from
     ``lr_root/X{s}/{stem}x{s}.png`` (EDSR-PyTorch's benchmark layout, also what
@@ -56,6 +57,10 @@ TFDS_DIV2K_CONFIGS: dict[str, int] = {
 
 class DataError(ValueError):
     """A data directory, file, range or dataset name is missing or wrong (message says which)."""
+
+
+class DataWarning(UserWarning):
+    """Data that is used only in part (e.g. training images smaller than a patch, skipped)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,29 +197,56 @@ def div2k_pairs(source: DataSource, scale: int, *, train: bool) -> list[ImagePai
     return [found[k] for k in sorted(found)]
 
 
+def folder_roots(source: DataSource) -> list[Path]:
+    """The folders of a folder source: ``root`` may list several, separated by commas."""
+    roots = [Path(r.strip()).expanduser() for r in str(source.root).split(",") if r.strip()]
+    if not roots:
+        raise DataError(f"folder data source {source.root!r} names no directory")
+    return [_require_dir(r, "HR image") for r in roots]
+
+
+def _tree_images(root: Path) -> list[Path]:
+    """Images in ``root`` and all its subfolders (hidden files and folders skipped), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in filenames
+                     if Path(f).suffix.lower() in HR_SUFFIXES and not f.startswith("."))
+    return sorted(found)
+
+
 def folder_pairs(source: DataSource, scale: int, *, train: bool) -> list[ImagePair]:
-    """HR files of a folder source (LR path only where ``lr_root`` is set)."""
-    root = _require_dir(Path(source.root).expanduser(), "HR image")
-    files = _list_images(root)
-    if not files:
-        raise DataError(f"HR image directory {root} has no images (expected {', '.join(HR_SUFFIXES)})")
+    """HR files of a folder source (LR path only where ``lr_root`` is set).
+
+    Each root is searched with its subfolders; images are ordered by root (as given) and
+    then by path, and named by their path relative to their root (without suffix).
+    """
+    roots = folder_roots(source)
+    named: list[tuple[str, Path]] = []
+    for root in roots:
+        for path in _tree_images(root):
+            named.append((path.relative_to(root).with_suffix("").as_posix(), path))
+    if not named:
+        where = ", ".join(map(str, roots))
+        raise DataError(f"HR image directory {where} has no images (expected {', '.join(HR_SUFFIXES)})")
     if source.data_range is not None:
         begin, end = select_range(source.data_range, train)
-        files = files[begin - 1:end]
-        if not files:
-            raise DataError(f"HR image directory {root}: data_range {source.data_range!r} selects no "
-                            f"image (it has {len(_list_images(root))})")
+        total = len(named)
+        named = named[begin - 1:end]
+        if not named:
+            raise DataError(f"HR image directory {source.root}: data_range {source.data_range!r} "
+                            f"selects no image (it has {total})")
     pairs = []
     lr_dir = None
     if source.lr_root is not None:
         lr_dir = _require_dir(Path(source.lr_root).expanduser() / f"X{scale}", "LR image")
-    for hr in files:
+    for name, hr in named:
         lr = None
         if lr_dir is not None:
             lr = lr_dir / f"{hr.stem}x{scale}.png"
             if not lr.is_file():
                 raise DataError(f"missing LR image {lr} for HR image {hr} (scale x{scale})")
-        pairs.append(ImagePair(hr.stem, hr, lr))
+        pairs.append(ImagePair(name, hr, lr))
     return pairs
 
 

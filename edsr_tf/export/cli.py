@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         fromfile_prefix_chars="@",
     )
-    p.add_argument("--weights", required=True, help="model file (.weights.h5 or .keras) with embedded config")
+    p.add_argument("--weights", required=True,
+                   help="a shipped model's name (python -m edsr_tf.pretrained lists them) or a model "
+                        "file (.weights.h5 or .keras) with embedded config")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--scale", type=int, default=None,
                    help="scale to export (MDSR: default all of its scales, one artifact each)")

@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import keras
 
+from edsr_tf import pretrained
 from edsr_tf.fileio import atomic_path
 from edsr_tf.models.config import ModelConfig
 from edsr_tf.models.factory import build_model
@@ -55,9 +56,18 @@ def save_model(model: keras.Model, path: str | os.PathLike, config: ModelConfig)
     return path
 
 
+def resolve_weights(spec: str | os.PathLike) -> Path:
+    """A weights path for ``spec``: a shipped model's name (SHA-256 checked) or a file path."""
+    try:
+        return pretrained.resolve(spec)
+    except pretrained.PretrainedError as e:
+        raise ModelFileError(str(e)) from None
+
+
 def read_config(path: str | os.PathLike) -> ModelConfig:
-    """Reads the embedded :class:`ModelConfig` of a ``.weights.h5``/``.keras`` file."""
-    path = Path(path)
+    """Reads the embedded :class:`ModelConfig` of a ``.weights.h5``/``.keras`` file (or of a
+    shipped model given by name, see :mod:`edsr_tf.pretrained`)."""
+    path = resolve_weights(path)
     suffix = _suffix(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such weights file")
@@ -84,8 +94,9 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
 
 
 def load_model(path: str | os.PathLike) -> tuple[keras.Model, ModelConfig]:
-    """Rebuilds the model stored at ``path`` and loads its weights."""
-    path = Path(path)
+    """Rebuilds the model stored at ``path`` (or shipped as ``path``, e.g. ``"edsr_baseline_x4"``)
+    and loads its weights; float16 files load into the float32 model."""
+    path = resolve_weights(path)
     config = read_config(path)
     if _suffix(path) == ".weights.h5":
         model = build_model(config)

@@ -51,6 +51,9 @@ class TrainOptions:
     lr: float = 1e-4
     lr_decay_steps: int = 200_000
     lr_decay_factor: float = 0.5
+    lr_schedule: str = "step"
+    warmup_steps: int = 0
+    lr_final_ratio: float = 0.01
     resume: bool = False
     ckpt_every: int = 1000
     keep_checkpoints: int = 3
@@ -180,7 +183,10 @@ def validation_sets(opts: TrainOptions, source, scales: Sequence[int]) -> list:
             if not opts.val_dir:
                 continue
             ds = build_eval_dataset(DataSource.folder(opts.val_dir), s, limit=limit)
-            out.append(eval_set_from_dataset(Path(opts.val_dir).name, ds, s))
+            val = Path(opts.val_dir)
+            # A benchmark's "<Set>/HR" folder is named for its set.
+            name = val.resolve().parent.name if val.name == "HR" else val.name
+            out.append(eval_set_from_dataset(name, ds, s))
         else:
             ds = build_eval_dataset(source, s, limit=limit)
             out.append(eval_set_from_dataset("DIV2K-val", ds, s, div2k=True))
@@ -242,7 +248,7 @@ def train(opts: TrainOptions) -> dict:
     from edsr_tf.training.callbacks import ProgressLogger, Validation
     from edsr_tf.training.evaluation import evaluate_set, results_table, write_results
     from edsr_tf.training.loop import TrainLoop
-    from edsr_tf.training.schedule import lr_schedule, make_optimizer
+    from edsr_tf.training.schedule import cosine_schedule, lr_schedule, make_optimizer
     from edsr_tf.training.strategy import make_strategy, worker_info
     from edsr_tf.training.trainer import SRTrainer
 
@@ -303,8 +309,16 @@ def train(opts: TrainOptions) -> dict:
                 log(f"initialised from {opts.init_from}" +
                     (f" (skipped {', '.join(skipped)})" if skipped else ""))
             trainer = SRTrainer(model, config)
+            if opts.lr_schedule == "cosine":
+                try:
+                    schedule = cosine_schedule(opts.lr, opts.steps, final_ratio=opts.lr_final_ratio,
+                                               warmup_steps=opts.warmup_steps)
+                except ValueError as e:
+                    raise TrainError(f"--lr_schedule=cosine: {e}") from None
+            else:
+                schedule = lr_schedule(opts.lr, opts.lr_decay_steps, opts.lr_decay_factor)
             optimizer = make_optimizer(
-                lr_schedule(opts.lr, opts.lr_decay_steps, opts.lr_decay_factor),
+                schedule,
                 loss_scale=opts.mixed_precision == "fp16",
             )
             trainer.compile(optimizer=optimizer, jit_compile=opts.jit_compile)

@@ -33,6 +33,12 @@ def _scales_ok(values) -> bool:
         return False
 
 
+def _weights_exist(value: str | None) -> bool:
+    from edsr_tf.pretrained import load_manifest
+
+    return value is None or os.path.isfile(value) or value in load_manifest()
+
+
 def define_flags() -> None:
     """Defines the flags once (safe to call again, e.g. from tests)."""
     if "out_dir" in FLAGS:
@@ -66,7 +72,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("n_feats", None, "Override the preset's number of feature maps.")
     flags.DEFINE_float("res_scale", None, "Override the preset's residual scaling.")
     flags.DEFINE_string("init_from", None,
-                        "Initialise from a .weights.h5 (e.g. the x2 run's) of the same architecture; "
+                        "Initialise from a .weights.h5 (e.g. the x2 run's) or a shipped model's name "
+                        "(edsr_baseline_x2) of the same architecture; "
                         "layers whose shapes differ (the upsampler of another scale) are skipped.")
     # --- optimisation (paper defaults)
     flags.DEFINE_integer("patch_size", 48, "LR patch size.")
@@ -75,6 +82,11 @@ def define_flags() -> None:
     flags.DEFINE_float("lr", 1e-4, "Initial learning rate (Adam 0.9/0.999/1e-8).")
     flags.DEFINE_integer("lr_decay_steps", 200_000, "Halve (x --lr_decay_factor) every N steps; 0 = constant.")
     flags.DEFINE_float("lr_decay_factor", 0.5, "Learning-rate decay factor.")
+    flags.DEFINE_enum("lr_schedule", "step", ["step", "cosine"],
+                      "step: the paper's (x --lr_decay_factor every --lr_decay_steps); cosine: "
+                      "warm-up over --warmup_steps, then cosine decay to --lr x --lr_final_ratio at --steps.")
+    flags.DEFINE_integer("warmup_steps", 0, "cosine: linear warm-up steps.")
+    flags.DEFINE_float("lr_final_ratio", 0.01, "cosine: final lr as a fraction of --lr.")
     # --- run
     flags.DEFINE_string("out_dir", None, "Job directory: checkpoints/, logs/, best.weights.h5, "
                         "final.weights.h5, eval.json, eval.md.")
@@ -98,15 +110,15 @@ def define_flags() -> None:
     for name in ("patch_size", "batch_size", "steps", "ckpt_every", "keep_checkpoints",
                  "log_every", "lr", "n_resblocks", "n_feats"):
         _positive(name)
-    for name in ("eval_every", "val_limit", "eval_tile", "lr_decay_steps", "seed", "res_scale"):
+    for name in ("eval_every", "val_limit", "eval_tile", "lr_decay_steps", "seed", "res_scale",
+                 "warmup_steps", "lr_final_ratio"):
         _non_negative(name)
     flags.register_validator("lr_decay_factor", lambda v: 0 < v <= 1,
                              message="--lr_decay_factor must be in (0, 1]")
     flags.register_validator("scale", _scales_ok,
                              message=f"--scale must be a comma list of {list(EDSR_SCALES)}")
-    flags.register_validator("init_from",
-                             lambda v: v is None or os.path.isfile(v),
-                             message="--init_from: no such file")
+    flags.register_validator("init_from", _weights_exist,
+                             message="--init_from: no such file, nor a shipped model name")
     flags.register_validator("out_dir", lambda v: v is None or bool(v.strip()),
                              message="--out_dir must not be empty")
     flags.register_multi_flags_validator(

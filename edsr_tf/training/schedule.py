@@ -32,6 +32,22 @@ def lr_schedule(
     )
 
 
+def cosine_schedule(lr: float, total_steps: int, *, final_ratio: float = 0.01,
+                    warmup_steps: int = 0) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to ``lr * final_ratio``
+    at ``total_steps``: more PSNR per step than the paper's step decay on short budgets."""
+    if lr <= 0:
+        raise ValueError(f"learning rate must be > 0, got {lr}")
+    if total_steps <= warmup_steps:
+        raise ValueError(f"cosine schedule: total steps {total_steps} must exceed warm-up {warmup_steps}")
+    if warmup_steps > 0:
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=lr * 1e-2, decay_steps=int(total_steps - warmup_steps),
+            alpha=float(final_ratio), warmup_target=lr, warmup_steps=int(warmup_steps))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=lr, decay_steps=int(total_steps), alpha=float(final_ratio))
+
+
 def make_optimizer(
     schedule: keras.optimizers.schedules.LearningRateSchedule | float,
     *,

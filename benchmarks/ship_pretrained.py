@@ -1,0 +1,223 @@
+"""Ship a trained model as package data: float16 copy, manifest entry and model card.
+
+    python benchmarks/ship_pretrained.py --name edsr_baseline_x2 \\
+        --run_dir runs/pretrained_edsr_baseline_x2 --dataset_dir ../shared/data
+
+Reads ``<run_dir>/final.weights.h5`` (the last step, not a "best" picked on a test set), and
+``run_config.json`` and the TensorBoard logs of the run for its card (steps, schedule,
+precision, wall time, the Set5 validation curve). Then, all measured in this run:
+
+1. stores the weights as float16 in ``edsr_tf/pretrained/<name>.weights.h5`` when that changes
+   Set5/Set14 PSNR by at most ``--fp16_tolerance`` dB (else float32), and reports the size;
+2. evaluates the shipped file on Set5 and Set14 (paper protocol, ``edsr_tf.evaluate``), with and
+   without self-ensemble, next to bicubic;
+3. exports it to TFLite dynamic-range and int8 (``python -m export``'s library, calibrated on the
+   training images) and records the PSNR drop of each against the Keras model on whole Set5/Set14;
+4. writes SHA-256, size and the card into ``edsr_tf/pretrained/manifest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SETS = ("Set5", "Set14")
+PAPER_EDSR_BASELINE = {  # EDSR paper, Table 3 (DIV2K-trained EDSR baseline; PSNR on Y)
+    ("Set5", 2): 37.99, ("Set5", 3): 34.37, ("Set5", 4): 32.09,
+    ("Set14", 2): 33.57, ("Set14", 3): 30.28, ("Set14", 4): 28.58,
+}
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def run_history(run_dir: Path) -> dict:
+    """Wall time and the validation curve from the run's TensorBoard event files."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator  # noqa: F401  (tensorboard dep)
+
+    times, curve = [], {}
+    for event_file in sorted((run_dir / "logs").rglob("events.out.tfevents.*")):
+        for raw in tf.data.TFRecordDataset(str(event_file)):
+            event = tf.compat.v1.Event.FromString(raw.numpy())
+            times.append(event.wall_time)
+            for value in event.summary.value:
+                if value.tag.startswith("val/") and value.tag.endswith("/psnr"):
+                    psnr = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+                    curve.setdefault(value.tag, []).append((int(event.step), event.wall_time, psnr))
+    if not times:
+        return {"wall_hours": None, "curve": {}}
+    start = min(times)
+    return {
+        "wall_hours": round((max(times) - start) / 3600, 2),
+        "curve": {tag.split("/")[1]: [{"step": s, "hours": round((t - start) / 3600, 3), "psnr": round(p, 3)}
+                                      for s, t, p in sorted(points)]
+                  for tag, points in curve.items()},
+    }
+
+
+def store_fp16(src: Path, dst: Path) -> None:
+    """Copies a .weights.h5 with every float32 dataset cast to float16 (attributes kept)."""
+    import h5py
+
+    from edsr_tf.fileio import atomic_path
+
+    with atomic_path(dst, suffix=".tmp.weights.h5") as tmp, h5py.File(src, "r") as fin, \
+            h5py.File(tmp, "w") as fout:
+        for key, value in fin.attrs.items():
+            fout.attrs[key] = value
+
+        def copy(name, obj):
+            if isinstance(obj, h5py.Group):
+                group = fout.require_group(name)
+                for key, value in obj.attrs.items():
+                    group.attrs[key] = value
+            else:
+                data = obj[()]
+                if data.dtype == np.float32:
+                    data = data.astype(np.float16)
+                ds = fout.create_dataset(name, data=data)
+                for key, value in obj.attrs.items():
+                    ds.attrs[key] = value
+
+        fin.visititems(copy)
+
+
+def evaluate(weights: Path | None, scale: int, dataset_dir: Path, *, self_ensemble: bool = False) -> dict:
+    from edsr_tf.benchmark_sets import find_datasets
+    from edsr_tf.evaluate import bicubic_sr, evaluate_set, model_sr
+    from edsr_tf.models import load_model, model_for_scale
+
+    if weights is None:
+        sr = bicubic_sr(scale)
+    else:
+        model, config = load_model(weights)
+        sr = model_sr(model_for_scale(model, config, scale), scale, self_ensemble=self_ensemble)
+    out = {}
+    for bset in find_datasets(dataset_dir, list(SETS), scale):
+        r = evaluate_set(bset, sr)
+        out[r["dataset"]] = {"psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4), "images": r["images"]}
+    return out
+
+
+def export_drops(weights: Path, scale: int, dataset_dir: Path, calibration_dir: Path) -> dict:
+    """TFLite dynamic/int8 PSNR drop (dB) against the Keras model on whole Set5/Set14 images."""
+    from edsr_tf.benchmark_sets import find_datasets
+    from edsr_tf.export.pipeline import export
+    from edsr_tf.export.calibration import read_rgb
+
+    drops: dict[str, dict[str, float]] = {}
+    for bset in find_datasets(dataset_dir, list(SETS), scale):
+        hr = [(p.name, read_rgb(p.hr)) for p in bset.pairs]
+        with tempfile.TemporaryDirectory() as tmp:
+            report = export(weights, Path(tmp) / "export", formats="tflite", quantize="dynamic,int8",
+                            calibration_dir=calibration_dir, verify_images=hr, verify_max_side=None,
+                            latency_runs=0, progress=None)
+        for art in report["artifacts"]:
+            if art.get("variant") in ("dynamic", "int8"):
+                drops.setdefault(art["variant"], {})[bset.name] = round(float(art["psnr_drop_db"]), 3)
+    return drops
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", required=True, help="shipped name, e.g. edsr_baseline_x2")
+    p.add_argument("--run_dir", required=True, type=Path, help="train.py --out_dir of the run")
+    p.add_argument("--weights", type=Path, help="default: <run_dir>/final.weights.h5")
+    p.add_argument("--dataset_dir", type=Path, default=REPO.parent / "shared" / "data" / "edsr_benchmark")
+    p.add_argument("--calibration_dir", type=Path, default=REPO.parent / "shared" / "data" / "train" / "BSD200")
+    p.add_argument("--fp16_tolerance", type=float, default=0.01, help="max PSNR change (dB) to store float16")
+    p.add_argument("--skip_export", action="store_true", help="no TFLite drop figures (faster)")
+    p.add_argument("--hardware", default=None, help="training hardware (default: this machine's CPU)")
+    args = p.parse_args(argv)
+
+    from edsr_tf.models import read_config
+    from edsr_tf.pretrained import MANIFEST, PACKAGE_DIR, sha256_of
+    from edsr_tf.fileio import atomic_write_text
+
+    weights = args.weights or args.run_dir / "final.weights.h5"
+    config = read_config(weights)
+    if len(config.scales) != 1:
+        raise SystemExit("only single-scale models are shipped by this script")
+    scale = config.scales[0]
+    run = json.loads((args.run_dir / "run_config.json").read_text())["options"]
+    t0 = time.time()
+
+    fp32 = evaluate(weights, scale, args.dataset_dir)
+    dst = PACKAGE_DIR / f"{args.name}.weights.h5"
+    store_fp16(weights, dst)
+    fp16 = evaluate(dst, scale, args.dataset_dir)
+    fp16_delta = max(abs(fp16[s]["psnr"] - fp32[s]["psnr"]) for s in fp32)
+    dtype = "float16"
+    if fp16_delta > args.fp16_tolerance:
+        import shutil
+
+        shutil.copyfile(weights, dst)
+        dtype = "float32"
+        fp16 = fp32
+    plus = evaluate(dst, scale, args.dataset_dir, self_ensemble=True)
+    bicubic = evaluate(None, scale, args.dataset_dir)
+    drops = {} if args.skip_export else export_drops(dst, scale, args.dataset_dir, args.calibration_dir)
+    history = run_history(args.run_dir)
+
+    results = []
+    for s in fp16:
+        results.append({"set": s, "scale": scale, "self_ensemble": False, **fp16[s],
+                        "bicubic_psnr": bicubic[s]["psnr"], "bicubic_ssim": bicubic[s]["ssim"],
+                        "paper_edsr_baseline_div2k": PAPER_EDSR_BASELINE.get((s, scale))})
+        results.append({"set": s, "scale": scale, "self_ensemble": True, **plus[s]})
+    card = {
+        "data": "../shared/data/train: 490 HR images (T91 90, BSD200 200, BSDS500 test 200); "
+                "images smaller than the HR patch skipped; LR by MATLAB-compatible bicubic. No DIV2K.",
+        "init_from": run.get("init_from"),
+        "steps": run["steps"],
+        "schedule": (f"Adam(0.9, 0.999, 1e-8), L1, batch {run['batch_size']}, LR patch {run['patch_size']}, "
+                     + (f"lr {run['lr']:g} with {run['warmup_steps']} warm-up steps, cosine to "
+                        f"{run['lr'] * run['lr_final_ratio']:g}" if run.get("lr_schedule") == "cosine"
+                        else f"lr {run['lr']:g} x{run['lr_decay_factor']:g} every {run['lr_decay_steps']}")),
+        "precision": run.get("mixed_precision", "none"),
+        "wall_hours": history["wall_hours"],
+        "hardware": args.hardware or f"{cpu_name()}, {os.cpu_count()} cores (no GPU)",
+        "command": f"python train.py --flagfile=configs/pretrained_{args.name}.cfg",
+        "stored_dtype": dtype,
+        "fp16_psnr_change_db": round(fp16_delta, 4),
+        "fp32_results": fp32,
+        "results": results,
+        "tflite_psnr_drop_db": drops,
+        "validation_curve": history["curve"],
+        "measured_by": f"python benchmarks/ship_pretrained.py --name {args.name} --run_dir {args.run_dir}",
+    }
+    manifest_path = PACKAGE_DIR / MANIFEST
+    doc = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
+    doc["models"][args.name] = {
+        "file": dst.name, "sha256": sha256_of(dst), "size": dst.stat().st_size,
+        "arch": config.arch, "preset": config.preset or config.arch, "scales": list(config.scales),
+        "card": card,
+    }
+    doc["models"] = dict(sorted(doc["models"].items()))
+    atomic_write_text(manifest_path, json.dumps(doc, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in card.items() if k != "validation_curve"}, indent=2))
+    print(f"shipped {dst} ({dst.stat().st_size / 1e6:.2f} MB, {dtype}) in {time.time() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
