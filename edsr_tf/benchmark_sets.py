@@ -12,6 +12,9 @@ matched case-insensitively, with aliases such as B100 = BSD100):
 
 An LR file that is missing is returned as ``None``: the evaluator makes it from
 the HR with :func:`edsr_tf.imresize.imresize`, as the official LR sets were made.
+An LR file that matches no HR image (misnamed) is listed in ``BenchmarkSet.unmatched_lr``,
+and :func:`pair_problems` reports it, as it does an LR whose size is not
+``floor(HR / scale)`` in both dimensions (the rule DIV2K and the benchmark sets follow).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-from edsr_tf.images import IMAGE_SUFFIXES
+from edsr_tf.images import IMAGE_SUFFIXES, ImageReadError, probe_image
 
 #: Lower-case dataset name → folder names to try, in order.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -56,6 +59,10 @@ class BenchmarkSet:
     layout: str  # "edsr", "srf", "hr_only" or "div2k"
     scale: int
     pairs: list[ImagePair]
+    #: LR image files that match no HR image (misnamed, or another scale's): an error to report.
+    unmatched_lr: list[Path] = dataclasses.field(default_factory=list)
+    #: How LR files must be named, for the message about ``unmatched_lr``.
+    lr_naming: str = ""
 
     @property
     def div2k(self) -> bool:
@@ -100,6 +107,14 @@ def _lr_file(lr_dir: Path | None, stem: str, scale: int) -> Path | None:
     return None
 
 
+def _unmatched(lr_dir: Path | None, pairs: Sequence[ImagePair]) -> list[Path]:
+    """Image files of ``lr_dir`` that no pair uses."""
+    if lr_dir is None:
+        return []
+    used = {p.lr.resolve() for p in pairs if p.lr is not None}
+    return [p for p in _images(lr_dir) if p.resolve() not in used]
+
+
 def _scan_set(root: Path, name: str, scale: int) -> BenchmarkSet:
     hr_dir = _child(root, "HR")
     if hr_dir is not None:
@@ -108,7 +123,8 @@ def _scan_set(root: Path, name: str, scale: int) -> BenchmarkSet:
         pairs = [ImagePair(p.stem, p, _lr_file(lr_dir, p.stem, scale)) for p in _images(hr_dir)]
         if not pairs:
             raise DatasetNotFoundError(f"{hr_dir}: no images (expected {', '.join(IMAGE_SUFFIXES)})")
-        return BenchmarkSet(name, root, "edsr", scale, pairs)
+        return BenchmarkSet(name, root, "edsr", scale, pairs, _unmatched(lr_dir, pairs),
+                            f"<name>x{scale}.png for {hr_dir.name}/<name>.png")
     srf = _child(root, f"image_SRF_{scale}")
     if srf is not None:
         pairs = []
@@ -120,7 +136,9 @@ def _scan_set(root: Path, name: str, scale: int) -> BenchmarkSet:
             pairs.append(ImagePair(stem, p, lr if lr.is_file() else None))
         if not pairs:
             raise DatasetNotFoundError(f"{srf}: no *_HR images")
-        return BenchmarkSet(name, root, "srf", scale, pairs)
+        lone = [p for p in _unmatched(srf, pairs) if p.stem.endswith("_LR")]
+        return BenchmarkSet(name, root, "srf", scale, pairs, lone,
+                            "<name>_LR.png next to <name>_HR.png")
     others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("image_SRF_"))
     if others:
         raise DatasetNotFoundError(
@@ -148,7 +166,8 @@ def _find_div2k(dataset_dir: Path, scale: int) -> BenchmarkSet:
             if not pairs:
                 raise DatasetNotFoundError(f"{hr_dir}: no images")
             name = "DIV2K" if split == "valid" else "DIV2K-train"
-            return BenchmarkSet(name, root, "div2k", scale, pairs)
+            return BenchmarkSet(name, root, "div2k", scale, pairs, _unmatched(lr_dir, pairs),
+                                f"<name>x{scale}.png for {hr_dir.name}/<name>.png")
     raise DatasetNotFoundError(
         f"DIV2K not found in {dataset_dir}: expected {dataset_dir}/DIV2K/DIV2K_valid_HR "
         "(or DIV2K_train_HR) with DIV2K_*_LR_bicubic/X<s>"
@@ -182,3 +201,52 @@ def find_dataset(dataset_dir: str | os.PathLike, name: str, scale: int) -> Bench
 def find_datasets(dataset_dir: str | os.PathLike, names: Sequence[str], scale: int) -> list[BenchmarkSet]:
     """:func:`find_dataset` for each name (all are located before any is evaluated)."""
     return [find_dataset(dataset_dir, n, scale) for n in names]
+
+
+def expected_lr_size(hr_width: int, hr_height: int, scale: int) -> tuple[int, int]:
+    """The LR size of an HR image: ``floor(HR / scale)`` in each dimension (width, height).
+
+    What MATLAB's ``imresize(hr, 1/s)`` gives after cropping HR to a multiple of ``s``, and
+    what DIV2K and the benchmark sets (either layout) satisfy.
+    """
+    return hr_width // scale, hr_height // scale
+
+
+def lr_size_problem(hr: Path, hr_size: tuple[int, int], lr: Path, lr_size: tuple[int, int],
+                    scale: int) -> str | None:
+    """A one-line error naming ``lr`` and the sizes when ``lr_size`` (w, h) is not floor(HR / scale)."""
+    want = expected_lr_size(*hr_size, scale)
+    if tuple(lr_size) == want:
+        return None
+    return (f"{lr}: LR is {lr_size[0]}x{lr_size[1]}, expected {want[0]}x{want[1]} = HR {hr.name} "
+            f"{hr_size[0]}x{hr_size[1]} / {scale}: wrong scale, cropped or mismatched files")
+
+
+def pair_problems(bset: BenchmarkSet, *, limit: int | None = None,
+                  max_pixels: int | None = None) -> list[str]:
+    """Every problem that would spoil ``bset``'s scores, from file headers only (fast).
+
+    LR files that match no HR image, unreadable or oversized (``max_pixels``) images, LR
+    sizes other than floor(HR / scale), and HR images smaller than the scale. ``limit``:
+    check only the first ``limit`` pairs (as evaluated). Empty list: the set is fine.
+    """
+    problems = [
+        f"{p}: LR file matches no HR image of {bset.name} (expected {bset.lr_naming}); rename or "
+        "remove it" for p in bset.unmatched_lr
+    ]
+    for pair in (bset.pairs[:limit] if limit else bset.pairs):
+        try:
+            hr = probe_image(pair.hr, max_pixels=max_pixels)
+            lr = None if pair.lr is None else probe_image(pair.lr, max_pixels=max_pixels)
+        except ImageReadError as e:
+            problems.append(str(e))
+            continue
+        if lr is None:
+            if hr.width < bset.scale or hr.height < bset.scale:
+                problems.append(f"{pair.hr}: {hr.width}x{hr.height} is smaller than x{bset.scale}")
+            continue
+        problem = lr_size_problem(pair.hr, (hr.width, hr.height), pair.lr, (lr.width, lr.height),
+                                  bset.scale)
+        if problem:
+            problems.append(problem)
+    return problems

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 
 def print_error(msg: str) -> None:
@@ -52,4 +54,72 @@ def sr_args_error(args: argparse.Namespace, *, weights_required: bool = True) ->
         return f"--tile-overlap must be >= 0, got {args.tile_overlap}"
     if args.batch < 1:
         return f"--batch must be >= 1, got {args.batch}"
+    return None
+
+
+def quiet_tensorflow() -> None:
+    """Hides TensorFlow's C++ info/warning logs (unless the user set ``TF_CPP_MIN_LOG_LEVEL``).
+
+    Called first thing in each CLI's ``main()``, before TensorFlow is imported; library
+    modules never change ``os.environ`` when imported.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def max_pixels_arg(text: str) -> int:
+    """``--max-pixels`` value: pixels as an integer, or megapixels with an ``M`` (``250M``); 0 = no limit."""
+    t = text.strip().replace("_", "").replace(",", "")
+    try:
+        if t[-1:] in ("M", "m"):
+            value = float(t[:-1]) * 1e6
+            if value != int(value):
+                raise ValueError
+            value = int(value)
+        else:
+            value = int(t)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(
+            f"expected a pixel count such as 250000000 or 250M (0 = no limit), got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = no limit), got {text!r}")
+    return value
+
+
+def add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    """``--max-pixels N``: the decompression-bomb limit of every image read."""
+    from edsr_tf.images import DEFAULT_MAX_PIXELS, format_megapixels
+
+    parser.add_argument(
+        "--max-pixels", type=max_pixels_arg, default=DEFAULT_MAX_PIXELS, metavar="N",
+        help=f"refuse any image of more than N pixels (width x height, read from the file header "
+             f"before decoding: decompression bombs); default {DEFAULT_MAX_PIXELS:_} "
+             f"({format_megapixels(DEFAULT_MAX_PIXELS)}); '250M' = 250 Mpx; 0 = no limit",
+    )
+
+
+def output_path_error(path: Path, flag: str, *, folder: bool) -> str | None:
+    """Why ``path`` cannot be written (as a folder, or a file when ``folder`` is false), or None.
+
+    Checked before any work starts, without creating anything: ``path`` itself must be a
+    writable folder (or a file or nothing, for a file), and its nearest existing ancestor
+    a writable folder (a file there, e.g. ``--json results.json/x.json``, is an error).
+    """
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            return f"{flag} {path}: exists and is not a folder"
+        if not folder and path.is_dir():
+            return f"{flag} {path}: is a folder, expected a file name"
+        target = path if folder else path.parent
+        if not os.access(target, os.W_OK | os.X_OK):
+            return f"{flag} {path}: {target} is not writable"
+        return None
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{flag} {path}: {parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{flag} {path}: cannot create it, {parent} is not writable"
     return None

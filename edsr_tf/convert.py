@@ -566,10 +566,13 @@ def _parse_scales(values: Sequence[str] | None) -> list[int] | None:
     return scales
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m edsr_tf.convert`` argument parser."""
-    from edsr_tf.models import PRESETS
+#: The presets' names, for ``--model`` (``edsr_tf.models.PRESETS``; spelled out here so that
+#: ``--help`` does not import TensorFlow; tests/test_io_faults.py checks they agree).
+PRESET_NAMES = ("edsr", "edsr_baseline", "mdsr", "mdsr_baseline")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m edsr_tf.convert`` argument parser (built without importing TensorFlow)."""
     p = argparse.ArgumentParser(
         prog="python -m edsr_tf.convert",
         description="Convert an EDSR-PyTorch checkpoint (EDSR or MDSR state_dict) into an "
@@ -578,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-checkpoint", required=True, metavar="PATH.pt",
                    help="EDSR-PyTorch .pt file: a state_dict, {'state_dict': ...} or "
                    "{'model': ...}, 'module.' prefixes allowed")
-    p.add_argument("--model", required=True, choices=sorted(PRESETS),
+    p.add_argument("--model", required=True, choices=PRESET_NAMES,
                    help="architecture preset the checkpoint was trained as")
     p.add_argument("--scale", nargs="+", metavar="S",
                    help="EDSR: the checkpoint's scale (default: read from its upsampler). "
@@ -596,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit status."""
+    from edsr_tf.cli_args import quiet_tensorflow
+
+    quiet_tensorflow()
     args = build_parser().parse_args(argv)
     try:
         scales = _parse_scales(args.scale)

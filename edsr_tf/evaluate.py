@@ -4,7 +4,10 @@ For every image of every requested set: the LR (official file, or made from the
 HR with MATLAB-bicubic ``imresize`` when absent) is super-resolved (or
 bicubic-upscaled with ``--bicubic``), rounded to uint8 and scored against the HR
 cropped to LR size × scale with :func:`edsr_tf.metrics.evaluate_pair` (Y channel,
-``scale`` px shaved; DIV2K: RGB, ``scale + 6`` shaved). A grayscale HR is scored
+``scale`` px shaved; DIV2K: RGB, ``scale + 6`` shaved). An official LR must be
+``floor(HR / scale)`` in both dimensions, and every LR file must match an HR image:
+anything else is an error naming the file, found from the headers before any model work,
+as are unwritable ``--json``/``--save-dir`` paths. A grayscale HR is scored
 on its own intensity; the model's three output channels are averaged for it.
 Prints a markdown PSNR/SSIM table (mean over images per set) and optionally
 writes everything, per image included, as JSON (atomically).
@@ -15,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,11 +25,23 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from edsr_tf.benchmark_sets import BenchmarkSet, DatasetNotFoundError, find_datasets  # noqa: E402
-from edsr_tf.cli_args import WEIGHTS_HELP, add_list_models, print_error, sr_args_error  # noqa: E402
-from edsr_tf.images import ImageReadError, LoadedImage, atomic_write_bytes, read_image, write_image  # noqa: E402
+from edsr_tf.benchmark_sets import (
+    BenchmarkSet,
+    DatasetNotFoundError,
+    find_datasets,
+    lr_size_problem,
+    pair_problems,
+)
+from edsr_tf.cli_args import (
+    WEIGHTS_HELP,
+    add_list_models,
+    add_max_pixels,
+    output_path_error,
+    print_error,
+    quiet_tensorflow,
+    sr_args_error,
+)
+from edsr_tf.images import ImageReadError, LoadedImage, atomic_write_bytes, read_image, write_image
 
 DEFAULT_DATASETS = "Set5,Set14,B100,Urban100"
 
@@ -49,30 +63,33 @@ def _to_uint8(img: LoadedImage) -> np.ndarray:
     return a
 
 
-def load_pair(pair_hr: Path, pair_lr: Path | None, scale: int) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(pair_hr: Path, pair_lr: Path | None, scale: int, *,
+              max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(LR, HR) uint8 arrays of one test image, HR cropped to LR size × ``scale``.
 
-    A missing LR is made from the HR (first cropped to a multiple of ``scale``)
-    with MATLAB-bicubic ``imresize``. Gray/RGB layouts of the pair are unified to the HR's.
+    A given LR must be ``floor(HR / scale)`` in both dimensions, else
+    :class:`EvaluationError` naming the LR file and both sizes. A missing LR is made
+    from the HR (first cropped to a multiple of ``scale``) with MATLAB-bicubic
+    ``imresize``. Gray/RGB layouts of the pair are unified to the HR's. ``max_pixels``:
+    as :func:`edsr_tf.images.read_image`.
     """
     from edsr_tf.imresize import imresize
 
-    hr = _to_uint8(read_image(pair_hr))
+    hr = _to_uint8(read_image(pair_hr, max_pixels=max_pixels))
     if pair_lr is None:
         h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
         if h == 0 or w == 0:
             raise EvaluationError(f"{pair_hr}: {hr.shape[1]}x{hr.shape[0]} is smaller than x{scale}")
         hr = hr[:h, :w]
         return imresize(hr, scale=1.0 / scale), hr
-    lr = _to_uint8(read_image(pair_lr))
+    lr = _to_uint8(read_image(pair_lr, max_pixels=max_pixels))
     if lr.ndim != hr.ndim:  # e.g. a gray HR saved with an RGB LR: follow the HR.
         lr = lr[..., 0] if hr.ndim == 2 else np.repeat(lr[..., None], 3, axis=-1)
+    problem = lr_size_problem(Path(pair_hr), (hr.shape[1], hr.shape[0]), Path(pair_lr),
+                              (lr.shape[1], lr.shape[0]), scale)
+    if problem:
+        raise EvaluationError(problem)
     h, w = lr.shape[0] * scale, lr.shape[1] * scale
-    if hr.shape[0] < h or hr.shape[1] < w:
-        raise EvaluationError(
-            f"{pair_hr}: HR {hr.shape[1]}x{hr.shape[0]} is smaller than LR {pair_lr.name} "
-            f"{lr.shape[1]}x{lr.shape[0]} times {scale}: wrong scale or mismatched files"
-        )
     return lr, hr[:h, :w]
 
 
@@ -105,6 +122,7 @@ def evaluate_set(
     limit: int | None = None,
     save_dir: Path | None = None,
     progress: bool = False,
+    max_pixels: int | None = None,
 ) -> dict:
     """Scores ``sr_fn`` on ``bset``: mean PSNR/SSIM and per-image figures."""
     from edsr_tf.metrics import evaluate_pair
@@ -118,7 +136,7 @@ def evaluate_set(
         it = tqdm(pairs, desc=f"{bset.name} x{bset.scale}", unit="img", leave=False, file=sys.stderr)
     for pair in it:
         try:
-            lr, hr = load_pair(pair.hr, pair.lr, bset.scale)
+            lr, hr = load_pair(pair.hr, pair.lr, bset.scale, max_pixels=max_pixels)
         except ImageReadError as e:
             raise EvaluationError(str(e)) from None
         sr = sr_fn(lr)
@@ -197,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of each set")
     p.add_argument("--json", type=Path, help="also write the results (per image too) to this JSON file")
     p.add_argument("--save-dir", type=Path, help="also write the SR images to <save-dir>/<set>/")
+    add_max_pixels(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_list_models(p)
     return p
@@ -204,13 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the evaluation CLI; returns the exit code (0 ok, 1 evaluation failed, 2 bad arguments)."""
+    quiet_tensorflow()
     args = build_parser().parse_args(argv)
     problem = sr_args_error(args)
+    if not problem and args.limit is not None and args.limit < 0:
+        problem = f"--limit must be >= 0, got {args.limit}"
+    # Outputs are checked now, not after the whole evaluation.
+    if not problem and args.json is not None:
+        problem = output_path_error(args.json, "--json", folder=False)
+    if not problem and args.save_dir is not None:
+        problem = output_path_error(args.save_dir, "--save-dir", folder=True)
     if problem:
         print_error(problem)
-        return 2
-    if args.limit is not None and args.limit < 0:
-        print_error(f"--limit must be >= 0, got {args.limit}")
         return 2
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     if not names:
@@ -222,15 +246,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         scale = args.scale
         method = "Bicubic"
     else:
-        from edsr_tf.models import load_model, model_for_scale
-        from edsr_tf.models.io import ModelFileError
+        from edsr_tf.models.io import ModelFileError, read_config
 
         try:
-            model, config = load_model(args.weights)
-            scale = args.scale or (config.scales[0] if len(config.scales) == 1 else None)
-            model = model_for_scale(model, config, scale)
-        except (ModelFileError, ValueError) as e:
-            print_error(str(e) if isinstance(e, ModelFileError) else f"--weights {args.weights}: {e}")
+            config = read_config(args.weights)  # the scale, before any model is built
+        except ModelFileError as e:
+            print_error(str(e))
+            return 2
+        if args.scale is None and len(config.scales) != 1:
+            print_error(f"--weights {args.weights}: model has scales {list(config.scales)}: pass "
+                        "--scale to choose one")
+            return 2
+        scale = args.scale or config.scales[0]
+        if scale not in config.scales:
+            print_error(f"--weights {args.weights}: model was built for scale(s) "
+                        f"{list(config.scales)}, not x{scale}")
             return 2
         method = (config.preset or config.arch) + ("+" if args.self_ensemble else "")
     try:
@@ -238,10 +268,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatasetNotFoundError as e:
         print_error(str(e))
         return 2
+    problems = [f"{bset.name}: {p}" for bset in sets
+                for p in pair_problems(bset, limit=args.limit, max_pixels=args.max_pixels)]
+    if problems:
+        for p in problems[:20]:
+            print_error(p)
+        if len(problems) > 20:
+            print_error(f"... and {len(problems) - 20} more problems")
+        print_error("nothing evaluated: fix or remove these files")
+        return 1
 
     if args.bicubic:
         sr_fn = bicubic_sr(scale)
     else:
+        from edsr_tf.inference import small_tile_warning
+        from edsr_tf.models import load_model, model_for_scale
+
+        try:
+            model, config = load_model(args.weights)
+            model = model_for_scale(model, config, scale)
+        except (ModelFileError, ValueError) as e:
+            print_error(str(e) if isinstance(e, ModelFileError) else f"--weights {args.weights}: {e}")
+            return 2
+        warning = small_tile_warning(model, scale, args.tile, args.tile_overlap)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         sr_fn = model_sr(
             model, scale, tile=args.tile or None, tile_overlap=args.tile_overlap,
             self_ensemble=args.self_ensemble, batch_size=args.batch,
@@ -252,9 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             results.append(
                 evaluate_set(bset, sr_fn, limit=args.limit, save_dir=args.save_dir,
-                             progress=not args.quiet)
+                             progress=not args.quiet, max_pixels=args.max_pixels)
             )
-        except (EvaluationError, ImageReadError, ValueError) as e:
+        except (EvaluationError, ImageReadError, ValueError, OSError) as e:
             print_error(f"{bset.name}: {e}")
             return 1
         if results[-1]["generated_lr"]:
@@ -274,7 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds": round(seconds, 3),
             "results": results,
         }
-        atomic_write_bytes(args.json, (json.dumps(_json_safe(doc), indent=2) + "\n").encode())
+        try:
+            atomic_write_bytes(args.json, (json.dumps(_json_safe(doc), indent=2) + "\n").encode())
+        except OSError as e:
+            print_error(f"--json {args.json}: cannot write ({e.strerror or e})")
+            return 1
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

@@ -2,21 +2,22 @@
 
 Every file edsr-tf writes goes through here, so an interrupted run never leaves a
 half-written weights file, image, cache entry or report behind.
+
+The temporary file lives in a private (0700) folder made by ``mkdtemp`` next to the
+destination, so nobody else can plant a symlink at its name in a shared writable
+folder, and writers that insist on creating the file themselves (Keras, h5py) can.
+Files are created with the usual ``0o666 & ~umask`` by the ``open`` that makes
+them; the process umask is never changed (that would race with other threads).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, IO, Iterator
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from typing import IO, Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -24,28 +25,31 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """Yields a fresh temporary path next to ``path``; renames it into place on success.
 
     ``suffix`` lets writers that insist on an extension (Keras' ``.weights.h5``)
-    see one. The temporary file does not exist when yielded. On error it is removed.
+    see one. The temporary file does not exist when yielded; it is in a private
+    folder of its own (see the module docstring). On error it is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)  # some writers (Keras, h5py) refuse or misbehave on an existing file
+    private = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = os.path.join(private, f"data{suffix}")
     try:
         yield tmp
-        # mkstemp names are private (0600); give the result the usual 0666 & ~umask.
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _exclusive_mode(mode: str) -> str:
+    """``"wb"``/``"w"`` → ``"xb"``/``"x"``: the temporary file is created with O_EXCL."""
+    if "w" not in mode:
+        raise ValueError(f"atomic_write needs a write mode ('w' or 'wb'), got {mode!r}")
+    return mode.replace("w", "x")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "wb") -> Path:
     """Calls ``write(f)`` on a temporary file opened with ``mode``, then renames it to ``path``."""
     with atomic_path(path) as tmp:
-        with open(tmp, mode) as f:
+        with open(tmp, _exclusive_mode(mode)) as f:
             write(f)
     return Path(path)
 
@@ -58,3 +62,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Writes ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")), "wb")
+
+
+def make_dir(path: str | os.PathLike) -> Path:
+    """Creates the folder ``path`` (not its parents) with mode ``0o755 & ~umask``;
+    raises ``FileExistsError`` if it exists.
+
+    ``os.mkdir`` does not follow a symlink at ``path``, and unlike ``mkdtemp`` the
+    folder is not private (0700).
+    """
+    os.mkdir(path, 0o755)
+    return Path(path)

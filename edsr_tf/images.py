@@ -5,6 +5,15 @@ to 8 bits; those (and 16-bit grayscale PNGs, for one code path) go through
 ``tf.io.decode_png``/``encode_png``, which keep all 16 bits. TensorFlow is
 imported lazily so 8-bit work does not pay for it.
 
+Only still PNG, JPEG, BMP and WebP images are read: GIF, TIFF and the other formats
+Pillow knows, and animated PNG/WebP, are refused with an error naming the file
+(:data:`OTHER_IMAGE_SUFFIXES` lists what folder scans skip with a notice).
+
+Decompression bombs: every reader (:func:`read_image`, its 16-bit path, and the
+training data cache's decoder, :mod:`edsr_tf.data.cache`) refuses an image of
+more than ``max_pixels`` pixels (default :data:`DEFAULT_MAX_PIXELS`, 100 Mpx)
+from the size in its header, before decoding anything (:func:`header_size`).
+
 Writes are atomic: the encoded bytes go to a temporary file in the destination
 folder that is renamed into place, so an interrupted run never leaves a
 half-written image (or JSON) behind.
@@ -15,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +34,24 @@ from edsr_tf.fileio import atomic_write_bytes  # noqa: F401  (re-exported)
 
 #: File suffixes read by :func:`read_image` (and looked for in input folders).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+#: Suffixes of image formats that are *not* read (GIF, TIFF, ...): a folder scan skips these
+#: with a notice instead of silently (other files, e.g. ``.txt``, are ignored without one).
+OTHER_IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".heic", ".heif",
+    ".avif", ".jp2", ".jxl", ".psd", ".pcx", ".dds", ".exr", ".hdr", ".apng",
+)
+
+#: Largest image (width × height) any reader decodes unless told otherwise (``max_pixels``,
+#: ``--max-pixels``). 100 Mpx is above every common camera (61 Mpx full frame; 8K video is
+#: 33 Mpx; DIV2K images are under 3 Mpx) and keeps the decoded image under 0.6 GB (16-bit RGB)
+#: and the upscaler's float32 copy at 1.2 GB. A 420 KB PNG can claim 144 Mpx (2.9 GB
+#: decoded): such a file is refused from its header, before anything is decoded.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+#: Pillow format names read by :func:`read_image` (MPO: a camera JPEG with extra pictures;
+#: its first picture, the main image, is read).
+_READ_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "BMP": "BMP", "WEBP": "WebP"}
 
 #: Pillow format name per suffix, for writing.
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP"}
@@ -34,8 +63,133 @@ class ImageReadError(ValueError):
     """An input image is missing, unreadable, truncated or of an unsupported kind."""
 
 
+class ImageTooLargeError(ImageReadError):
+    """An image's header claims more pixels than the reader's ``max_pixels`` (a decompression bomb?)."""
+
+
 class ImageWriteError(ValueError):
     """An image cannot be written in the requested format (e.g. 16-bit JPEG)."""
+
+
+def format_megapixels(pixels: int) -> str:
+    """``100 Mpx``, ``143.9 Mpx``, ``0.0016 Mpx``: pixels in megapixels, short."""
+    mpx = pixels / 1e6
+    if mpx == int(mpx):
+        return f"{int(mpx)} Mpx"
+    return f"{mpx:.1f} Mpx" if mpx >= 1 else f"{mpx:.2g} Mpx"
+
+
+def resolve_max_pixels(max_pixels: int | None) -> int | None:
+    """``None`` → :data:`DEFAULT_MAX_PIXELS`; ``0`` → no limit (``None``); else the value (>= 0)."""
+    if max_pixels is None:
+        return DEFAULT_MAX_PIXELS
+    max_pixels = int(max_pixels)
+    if max_pixels < 0:
+        raise ValueError(f"max_pixels must be >= 0 (0 = no limit), got {max_pixels}")
+    return max_pixels or None
+
+
+def check_pixels(path: str | os.PathLike, width: int, height: int, max_pixels: int | None) -> None:
+    """Raises :class:`ImageTooLargeError` naming ``path`` when ``width × height`` is over the limit.
+
+    ``max_pixels``: as :func:`resolve_max_pixels` (None = the default, 0 = no limit).
+    """
+    limit = resolve_max_pixels(max_pixels)
+    pixels = int(width) * int(height)
+    if limit is not None and pixels > limit:
+        raise ImageTooLargeError(
+            f"{path}: {width}x{height} = {format_megapixels(pixels)} is over the "
+            f"{format_megapixels(limit)} limit (a decompression bomb? raise the limit with "
+            "--max-pixels / max_pixels= if the image is genuine)"
+        )
+
+
+def _u16le(b: bytes, i: int) -> int:
+    return b[i] | b[i + 1] << 8
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first SOF marker of a JPEG (the main image), else None."""
+    sof = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            return None
+        marker = data[i]
+        i += 1
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length field
+            continue
+        if marker in (0xD9, 0xDA) or i + 2 > n:  # EOI / SOS before any SOF
+            return None
+        length = data[i] << 8 | data[i + 1]
+        if marker in sof:
+            if i + 7 > n:
+                return None
+            height, width = data[i + 3] << 8 | data[i + 4], data[i + 5] << 8 | data[i + 6]
+            return (width, height) if width and height else None
+        i += length
+    return None
+
+
+def header_size(data: bytes) -> tuple[str, int, int] | None:
+    """``(format, width, height)`` from the header of PNG, JPEG, BMP, WebP or GIF bytes.
+
+    Reads a few header bytes only (JPEG: the markers up to the first frame header), so it
+    is safe on any input; ``None`` when the bytes are none of these formats or too short.
+    The width/height are the stored ones (before any JPEG EXIF rotation).
+    :func:`edsr_tf.data.cache.decode_rgb` reads the same fields in-graph.
+    """
+    b = bytes(data[:32])
+    try:
+        if b[:8] == _PNG_SIGNATURE and b[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", b[16:24])
+            return "PNG", width, height
+        if b[:2] == b"\xff\xd8":
+            size = _jpeg_size(data)
+            return None if size is None else ("JPEG", *size)
+        if b[:6] in (b"GIF87a", b"GIF89a"):
+            return "GIF", _u16le(b, 6), _u16le(b, 8)
+        if b[:2] == b"BM":
+            if struct.unpack("<I", b[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER
+                return "BMP", _u16le(b, 18), _u16le(b, 20)
+            width, height = struct.unpack("<ii", b[18:26])
+            return "BMP", abs(width), abs(height)
+        if b[:4] == b"RIFF" and b[8:12] == b"WEBP":
+            chunk = b[12:16]
+            if chunk == b"VP8X":
+                return ("WEBP", 1 + (b[24] | b[25] << 8 | b[26] << 16),
+                        1 + (b[27] | b[28] << 8 | b[29] << 16))
+            if chunk == b"VP8L":
+                return ("WEBP", 1 + (b[21] | (b[22] & 0x3F) << 8),
+                        1 + (b[22] >> 6 | b[23] << 2 | (b[24] & 0x0F) << 10))
+            if chunk == b"VP8 ":
+                return "WEBP", _u16le(b, 26) & 0x3FFF, _u16le(b, 28) & 0x3FFF
+    except (IndexError, struct.error):
+        return None
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What a file's header says, without decoding it (:func:`probe_image`).
+
+    ``width``/``height`` are as :func:`read_image` returns the image (JPEG EXIF rotation
+    applied); ``format``: "PNG", "JPEG", "BMP" or "WebP"; ``bit_depth``: 8 or 16.
+    """
+
+    path: Path
+    width: int
+    height: int
+    bit_depth: int
+    format: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 
 
 @dataclasses.dataclass
@@ -70,6 +224,141 @@ class LoadedImage:
     def channels(self) -> np.ndarray:
         """The image as stored: ``[H, W]`` grayscale or ``[H, W, 3]`` RGB (no alpha)."""
         return self.rgb[..., 0] if self.grayscale else self.rgb
+
+
+#: Serialises the rare temporary raise of Pillow's own (global) bomb limit, see _pil_open.
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def _pil_open(data: bytes, pixels: int):
+    """Pillow's lazy ``Image.open`` of ``data``, whose header size (``pixels``) is already checked.
+
+    Pillow warns above its own ``MAX_IMAGE_PIXELS`` (89.5 Mpx) and refuses above twice that;
+    our limit replaces it, so for an image already accepted at a larger size Pillow's limit
+    is lifted for the ``open`` call only (under a lock).
+    """
+    from PIL import Image
+
+    buf = io.BytesIO(data)
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or pixels <= limit:
+        return Image.open(buf)
+    with _PIL_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(buf)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _unsupported_format(path: Path, data: bytes) -> ImageReadError:
+    """The error for bytes that are not PNG/JPEG/BMP/WebP, naming the format when Pillow knows it."""
+    from PIL import Image
+
+    kind = None
+    head = header_size(data)
+    if head is not None:
+        kind = head[0]
+    else:
+        try:
+            with Image.open(io.BytesIO(data)) as im:  # Pillow's own bomb limits apply here
+                kind = im.format
+        except Exception:  # noqa: BLE001 - anything Pillow cannot even identify
+            kind = None
+    if kind is None:
+        return ImageReadError(
+            f"{path}: not an image file edsr-tf reads (expected PNG, JPEG, BMP or WebP)"
+        )
+    return ImageReadError(f"{path}: {kind} images are not supported (expected PNG, JPEG, BMP or WebP)")
+
+
+def _probe(path: Path, data: bytes, max_pixels: int | None):
+    """(ImageInfo, lazily opened Pillow image or None for the 16-bit PNG path); checks the limit."""
+    from PIL import Image, ImageFile
+
+    head = header_size(data)
+    if head is None and (data[:8] == _PNG_SIGNATURE or data[:2] == b"\xff\xd8"):
+        kind = "PNG" if data[:1] == b"\x89" else "JPEG"
+        raise ImageReadError(f"{path}: unreadable or truncated image ({kind} without a valid header)")
+    if head is None or head[0] not in _READ_FORMATS:
+        raise _unsupported_format(path, data)
+    fmt, width, height = head
+    check_pixels(path, width, height, max_pixels)  # before Pillow allocates anything
+    if fmt == "PNG" and _png_bit_depth(data) == 16:
+        if _png_is_animated(data):
+            raise ImageReadError(f"{path}: animated PNG is not supported (only still images)")
+        return ImageInfo(path, width, height, 16, "PNG"), None
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # Pillow pads truncated files with grey when set
+    try:
+        im = _pil_open(data, width * height)
+    except Image.DecompressionBombError as e:  # a frame larger than the header's size
+        raise ImageTooLargeError(f"{path}: image too large ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        reason = str(e) or type(e).__name__
+        if isinstance(e, Image.UnidentifiedImageError):
+            reason = "Pillow cannot decode it"
+        raise ImageReadError(f"{path}: unreadable or truncated image ({reason})") from None
+    kind = _READ_FORMATS.get(im.format or "")
+    if kind is None:
+        im.close()
+        raise ImageReadError(
+            f"{path}: {im.format} images are not supported (expected PNG, JPEG, BMP or WebP)"
+        )
+    if kind in ("PNG", "WebP") and getattr(im, "n_frames", 1) > 1:
+        n = im.n_frames
+        im.close()
+        raise ImageReadError(f"{path}: animated {kind} ({n} frames) is not supported (only still images)")
+    w, h = im.size
+    check_pixels(path, w, h, max_pixels)
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: read_image decides
+        orientation = 1
+    if orientation in (5, 6, 7, 8):  # exif_transpose turns these by 90 degrees
+        w, h = h, w
+    depth = 16 if im.mode.startswith("I;16") or im.mode == "I" else 8
+    return ImageInfo(path, w, h, depth, kind), im
+
+
+def _png_is_animated(data: bytes) -> bool:
+    """Whether a PNG has an ``acTL`` chunk (APNG) before its image data."""
+    i = 8
+    while i + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[i : i + 8])
+        if kind == b"acTL":
+            return True
+        if kind in (b"IDAT", b"IEND"):
+            return False
+        i += 12 + length
+    return False
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file")
+    if not path.is_file():
+        raise ImageReadError(f"{path}: not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not data:
+        raise ImageReadError(f"{path}: empty file")
+    return data
+
+
+def probe_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> ImageInfo:
+    """Size, bit depth and format of an image file from its header, without decoding it.
+
+    Raises :class:`ImageReadError` for what :func:`read_image` would refuse before decoding
+    (missing, not PNG/JPEG/BMP/WebP, animated) and :class:`ImageTooLargeError` past
+    ``max_pixels`` (None: :data:`DEFAULT_MAX_PIXELS`; 0: no limit).
+    """
+    path = Path(path)
+    info, im = _probe(path, _read_bytes(path), max_pixels)
+    if im is not None:
+        im.close()
+    return info
 
 
 def _png_bit_depth(data: bytes) -> int | None:
@@ -137,44 +426,34 @@ def _from_pil(path: Path, im) -> LoadedImage:
     )
 
 
-def read_image(path: str | os.PathLike) -> LoadedImage:
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> LoadedImage:
     """Reads an image file fully (truncated data is an error, never silently padded).
 
-    JPEG EXIF orientation is applied, since the written output carries no EXIF.
-    Raises :class:`ImageReadError` naming ``path`` for anything unreadable.
+    Still PNG (8/16-bit), JPEG, BMP and WebP only. JPEG EXIF orientation is applied,
+    since the written output carries no EXIF. An image of more than ``max_pixels``
+    pixels (None: :data:`DEFAULT_MAX_PIXELS`; 0: no limit) is refused from its header,
+    before decoding. Raises :class:`ImageReadError` naming ``path`` for anything unreadable.
     """
-    from PIL import Image, ImageFile, ImageOps
+    from PIL import Image, ImageOps
 
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file")
-    if not path.is_file():
-        raise ImageReadError(f"{path}: not a file")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not data:
-        raise ImageReadError(f"{path}: empty file")
-    if _png_bit_depth(data) == 16:
+    data = _read_bytes(path)
+    _, im = _probe(path, data, max_pixels)
+    if im is None:
         return _read_png16(path, data)
-    # Pillow pads truncated files with grey when this global is set; insist on errors.
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with im:
             im.load()
-            fmt = im.format
+            fmt = "JPEG" if im.format == "MPO" else im.format
             im = ImageOps.exif_transpose(im) or im
             im.format = fmt
             return _from_pil(path, im)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageReadError(f"{path}: image too large ({e})") from None
+        raise ImageTooLargeError(f"{path}: image too large ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         reason = str(e) or type(e).__name__
-        if isinstance(e, Image.UnidentifiedImageError):
-            reason = "not an image file Pillow can decode (expected PNG, JPEG, BMP or WebP)"
         raise ImageReadError(f"{path}: unreadable or truncated image ({reason})") from None
 
 

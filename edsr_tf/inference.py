@@ -151,6 +151,25 @@ def auto_tile(model, overlap: int, memory_bytes: int = DEFAULT_TILE_MEMORY) -> i
     floor = max(32, -(-2 * overlap // 8) * 8)
     return max(floor, (window - 2 * overlap) // 8 * 8)
 
+def small_tile_warning(model, scale: int, tile, tile_overlap: int | None = None) -> str | None:
+    """A warning when an explicit ``tile`` is smaller than the overlap (slow, not wrong), else None.
+
+    Each window is ``tile + 2 * overlap`` pixels wide, so a tile below the overlap spends
+    most of the work on context: ``--tile 1`` with a 36 px overlap computes 5,329 times the
+    pixels it keeps.
+    """
+    if not isinstance(tile, int) or isinstance(tile, bool) or tile <= 0:
+        return None
+    overlap = (receptive_field_radius(_single_scale(model, scale)) if tile_overlap is None
+               else int(tile_overlap))
+    if tile >= overlap:
+        return None
+    cost = ((tile + 2 * overlap) / tile) ** 2
+    return (f"--tile {tile} is smaller than the tile overlap ({overlap} px per side): every tile "
+            f"computes {cost:,.0f}x the pixels it keeps; use --tile auto (the default) or "
+            f"--tile {overlap} or more")
+
+
 # model → {scale: tf.function}. Weak keys so a discarded model (and its graph) is freed.
 _PREDICT_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 

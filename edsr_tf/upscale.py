@@ -5,14 +5,19 @@ Each input (a file, or every image in a folder) is written to
 ``--format keep`` keeps the input's format where it can hold the result).
 Grayscale stays grayscale, 16-bit PNGs stay 16-bit, an alpha channel is
 upscaled with MATLAB bicubic (float, rounded once). Large images are processed in exact tiles, so
-memory stays bounded. A file that cannot be read or processed is reported on
-one line naming it; the others are still processed and the exit code is 1.
+memory stays bounded.
+
+The whole plan (input → output) is made first, from the file headers and before any
+model work: an output that would be one of the inputs, or that two inputs would both
+write, is refused (those inputs fail, the others go on); an output left by an earlier run
+is skipped with a notice unless ``--overwrite``. A file that cannot be read or processed
+is reported on one line naming it; the others are still processed and the exit code is 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -20,19 +25,28 @@ from typing import Sequence
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from edsr_tf.cli_args import WEIGHTS_HELP, add_list_models, print_error, sr_args_error  # noqa: E402
-from edsr_tf.images import (  # noqa: E402
+from edsr_tf.cli_args import (
+    WEIGHTS_HELP,
+    add_list_models,
+    add_max_pixels,
+    output_path_error,
+    print_error,
+    quiet_tensorflow,
+    sr_args_error,
+)
+from edsr_tf.images import (
     IMAGE_SUFFIXES,
+    OTHER_IMAGE_SUFFIXES,
+    ImageInfo,
     ImageReadError,
     ImageWriteError,
     LoadedImage,
+    probe_image,
     quantize_to,
     read_image,
     write_image,
 )
-from edsr_tf.inference import DEFAULT_TILE, ProgressFn, upscale_tiles  # noqa: E402
+from edsr_tf.inference import DEFAULT_TILE, ProgressFn, upscale_tiles
 
 
 def bicubic_channels(a: np.ndarray, scale: int) -> np.ndarray:
@@ -94,16 +108,22 @@ def upscale_image(
     return out, alpha
 
 
-def collect_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Expands folders into their image files (sorted, not recursive); files are kept as given."""
+def collect_inputs(inputs: Sequence[str], skipped: list[Path] | None = None) -> list[Path]:
+    """Expands folders into their image files (sorted, not recursive); files are kept as given.
+
+    A folder contributes its PNG/JPEG/BMP/WebP files; files of other image formats there
+    (GIF, TIFF, ...: :data:`edsr_tf.images.OTHER_IMAGE_SUFFIXES`) are appended to ``skipped``
+    for a notice. A file named on the command line is always kept, and read_image refuses it
+    with an error if it is not a supported still image (so a GIF is never half-read).
+    """
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(
-                q for q in p.iterdir()
-                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith(".")
-            )
+            entries = sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))
+            found = [q for q in entries if q.suffix.lower() in IMAGE_SUFFIXES]
+            if skipped is not None:
+                skipped.extend(q for q in entries if q.suffix.lower() in OTHER_IMAGE_SUFFIXES)
             files.extend(found)
             if not found:
                 files.append(p)  # reported as an error: a folder with no images
@@ -134,17 +154,103 @@ def tile_arg(text: str) -> int | str:
     return value
 
 
+@dataclasses.dataclass
+class Plan:
+    """What a run will do, decided before any model work (:func:`make_plan`).
+
+    ``jobs``: (input, its header info, output) to process; ``errors``: one message per input
+    refused (unreadable, too large, output clash); ``existing``: (input, output) skipped
+    because the output exists and ``overwrite`` is off.
+    """
+
+    jobs: list[tuple[Path, ImageInfo, Path]] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)
+    existing: list[tuple[Path, Path]] = dataclasses.field(default_factory=list)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def make_plan(
+    files: Sequence[Path], out_dir: Path, scale: int, *, bicubic: bool = False,
+    keep_format: bool = False, overwrite: bool = False, max_pixels: int | None = None,
+) -> Plan:
+    """Maps every input to its output and refuses clashes, reading only file headers.
+
+    An input is refused when its output path is any input file (same path or same file
+    through a link) or is also the output of another input (all of those are refused: none
+    wins by order). An output that already exists is kept (``existing``) unless ``overwrite``.
+    """
+    plan = Plan()
+    inputs: dict[Path, Path] = {}
+    input_ids: dict[tuple[int, int], Path] = {}
+    for src in files:
+        if src.is_file():
+            inputs.setdefault(src.resolve(), src)
+            fid = _file_id(src)
+            if fid is not None:
+                input_ids.setdefault(fid, src)
+    candidates: list[tuple[Path, ImageInfo, Path]] = []
+    for src in files:
+        if src.is_dir():
+            plan.errors.append(f"{src}: folder holds no {'/'.join(IMAGE_SUFFIXES)} images")
+            continue
+        try:
+            info = probe_image(src, max_pixels=max_pixels)
+        except ImageReadError as e:
+            plan.errors.append(str(e))
+            continue
+        dst = output_path(out_dir, src, scale, bicubic=bicubic, keep_format=keep_format,
+                          bit_depth=info.bit_depth)
+        candidates.append((src, info, dst))
+    by_output: dict[Path, list[Path]] = {}
+    for src, _, dst in candidates:
+        by_output.setdefault(dst.resolve(), []).append(src)
+    for src, info, dst in candidates:
+        key = dst.resolve()
+        hit = inputs.get(key) or (input_ids.get(_file_id(dst)) if dst.exists() else None)
+        if hit is not None:
+            which = "itself" if hit == src else f"the input {hit}"
+            plan.errors.append(
+                f"{src}: output {dst} would overwrite {which} (inputs are never overwritten); "
+                "choose another --out"
+            )
+            continue
+        others = [o for o in by_output[key] if o != src]
+        if others:
+            plan.errors.append(
+                f"{src}: output {dst} is already taken by {', '.join(map(str, others))} (same output "
+                "name), so none of them is written; rename one or use separate --out folders"
+            )
+            continue
+        if dst.is_dir():
+            plan.errors.append(f"{src}: output {dst} exists and is a folder")
+            continue
+        if dst.exists() and not overwrite:
+            plan.existing.append((src, dst))
+            continue
+        plan.jobs.append((src, info, dst))
+    return plan
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m edsr_tf.upscale``."""
     p = argparse.ArgumentParser(
         prog="python -m edsr_tf.upscale",
         description="Super-resolve images with an EDSR/MDSR weights file (or MATLAB bicubic).",
         epilog="Outputs: OUT/<stem>_x<s>.png (<stem>_x<s>_bicubic.png with --bicubic), written "
-               "atomically; inputs are never overwritten. Exit code 0: all written; 1: some inputs "
-               "failed (each named on stderr, the others still processed); 2: bad arguments or weights.",
+               "atomically; inputs are never overwritten, existing outputs only with --overwrite. "
+               "Exit code 0: all written (or skipped as existing); 1: some inputs failed (each named "
+               "on stderr, the others still processed); 2: bad arguments or weights.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files (PNG 8/16-bit, JPEG, BMP, WebP; gray, RGB, RGBA) or folders of them")
+                   help="image files (still PNG 8/16-bit, JPEG, BMP, WebP; gray, RGB, RGBA) or folders of "
+                        "them (other formats, e.g. GIF/TIFF, are refused; skipped with a notice in a folder)")
     p.add_argument("--weights", help=WEIGHTS_HELP + "; default: the shipped edsr_baseline model for "
                    "--scale (default x2)")
     p.add_argument("--bicubic", action="store_true", help="MATLAB-bicubic upscaling instead of a model")
@@ -163,28 +269,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="tiles per model call (default 1)")
     p.add_argument("--format", choices=("png", "keep"), default="png",
                    help="output format: png (default, lossless) or keep the input's (JPEG at quality 95)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs left by an earlier run (default: skip them with a notice); "
+                        "an input is never overwritten")
+    add_max_pixels(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-file lines")
     add_list_models(p)
     return p
 
 
+def _skipped_notice(skipped: Sequence[Path]) -> list[str]:
+    by_folder: dict[Path, list[str]] = {}
+    for p in skipped:
+        by_folder.setdefault(p.parent, []).append(p.name)
+    lines = []
+    for folder, names in by_folder.items():
+        shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+        lines.append(f"note: {folder}: skipped {len(names)} file(s) in formats edsr-tf does not read "
+                     f"(only still PNG, JPEG, BMP, WebP): {shown}")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the upscaling CLI; returns 0, 1 (some inputs failed) or 2 (bad arguments/weights)."""
+    quiet_tensorflow()
     args = build_parser().parse_args(argv)
-    problem = sr_args_error(args, weights_required=False)
+    problem = sr_args_error(args, weights_required=False) or output_path_error(args.out, "--out", folder=True)
     if problem:
         print_error(problem)
         return 2
-    if args.out.exists() and not args.out.is_dir():
-        print_error(f"--out {args.out}: exists and is not a folder")
-        return 2
 
-    model = None
+    # The model's config gives the scale (and so the output names): read it, build nothing yet.
     scale = args.scale
+    weights = None
     if not args.bicubic:
-        from edsr_tf.models import load_model, model_for_scale
-        from edsr_tf.models.io import ModelFileError
-
+        from edsr_tf.models.io import ModelFileError, read_config
         from edsr_tf.pretrained import PretrainedError, default_model
 
         weights = args.weights
@@ -199,20 +318,52 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"using the shipped model {shipped.summary().strip()} (--weights to choose another)",
                       file=sys.stderr)
         try:
+            config = read_config(weights)
+        except ModelFileError as e:
+            print_error(str(e))
+            return 2
+        if scale is None and len(config.scales) != 1:
+            print_error(f"--weights {weights}: model has scales {list(config.scales)}: pass --scale "
+                        "to choose one")
+            return 2
+        scale = scale or config.scales[0]
+        if scale not in config.scales:
+            print_error(f"--weights {weights}: model was built for scale(s) {list(config.scales)}, "
+                        f"not x{scale}")
+            return 2
+
+    skipped: list[Path] = []
+    files = collect_inputs(args.inputs, skipped)
+    for line in _skipped_notice(skipped):
+        print(line, file=sys.stderr)
+    plan = make_plan(files, args.out, scale, bicubic=args.bicubic, keep_format=args.format == "keep",
+                     overwrite=args.overwrite, max_pixels=args.max_pixels)
+    for msg in plan.errors:
+        print_error(msg)
+    for src, dst in plan.existing:
+        print(f"note: {src}: {dst} exists, skipped (--overwrite replaces it)", file=sys.stderr)
+    failures = len(plan.errors)
+
+    model = None
+    if plan.jobs and not args.bicubic:
+        from edsr_tf.inference import small_tile_warning
+        from edsr_tf.models import load_model, model_for_scale
+        from edsr_tf.models.io import ModelFileError
+
+        try:
             model, config = load_model(weights)
-            scale = args.scale or (config.scales[0] if len(config.scales) == 1 else None)
             model = model_for_scale(model, config, scale)
         except (ModelFileError, ValueError) as e:
             print_error(str(e) if isinstance(e, ModelFileError) else f"--weights {weights}: {e}")
             return 2
+        warning = small_tile_warning(model, scale, args.tile, args.tile_overlap)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
 
     from tqdm import tqdm
 
-    files = collect_inputs(args.inputs)
-    failures = 0
-    claimed: dict[Path, Path] = {}
-    bar = tqdm(files, unit="img", disable=args.quiet or len(files) < 2, file=sys.stderr)
-    for src in bar:
+    bar = tqdm(plan.jobs, unit="img", disable=args.quiet or len(plan.jobs) < 2, file=sys.stderr)
+    for src, _info, dst in bar:
         tile_bar = None
 
         def progress(done: int, total: int) -> None:
@@ -224,20 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tile_bar.update(done - tile_bar.n)
 
         try:
-            if src.is_dir():
-                raise ImageReadError(f"{src}: folder holds no {'/'.join(IMAGE_SUFFIXES)} images")
             t0 = time.perf_counter()
-            img = read_image(src)
-            dst = output_path(args.out, src, scale, bicubic=args.bicubic,
-                              keep_format=args.format == "keep", bit_depth=img.bit_depth)
-            key = dst.resolve()
-            if key == src.resolve():
-                raise ImageWriteError(f"{src}: output {dst} would overwrite the input")
-            if key in claimed:
-                raise ImageWriteError(
-                    f"{src}: output {dst} is already taken by {claimed[key]} (same file stem)"
-                )
-            claimed[key] = src
+            img = read_image(src, max_pixels=args.max_pixels)
             out, alpha = upscale_image(
                 img, scale, model, tile=args.tile or None, tile_overlap=args.tile_overlap,
                 self_ensemble=args.self_ensemble, batch_size=args.batch, progress=progress,

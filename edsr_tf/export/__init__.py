@@ -6,21 +6,25 @@ TensorFlow is imported only when an export runs, so the CLI's ``--help`` is inst
 """
 
 from edsr_tf.export.common import (
+    DEFAULT_MAX_PIXELS,
     FORMATS,
     FP32_TOLERANCE,
     QUANTIZATIONS,
     SUPPORTED,
     ExportError,
+    ExportUsageError,
     VerificationError,
     artifact_name,
 )
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "FORMATS",
     "FP32_TOLERANCE",
     "QUANTIZATIONS",
     "SUPPORTED",
     "ExportError",
+    "ExportUsageError",
     "VerificationError",
     "artifact_name",
     "export",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edsr_tf.export.common import ExportError
+from edsr_tf.export.common import ExportError, ExportUsageError
 from edsr_tf.images import IMAGE_SUFFIXES, ImageReadError, read_image
 from edsr_tf.metrics import quantize
 
@@ -25,12 +25,12 @@ def load_images(directory: str | os.PathLike, flag: str = "--calibration-dir") -
     """All images in ``directory`` (sorted by name) as (name, uint8 RGB)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ExportError(f"{flag} {directory}: not a folder")
+        raise ExportUsageError(f"{flag} {directory}: not a folder")
     files = sorted(
         p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
     )
     if not files:
-        raise ExportError(f"{flag} {directory}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
+        raise ExportUsageError(f"{flag} {directory}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
     return [(p.stem, read_rgb(p)) for p in files]
 
 

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import socket
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
+
+from edsr_tf.fileio import make_dir
 
 if TYPE_CHECKING:  # keras/TF load lazily so `python -m export --help` answers at once
     import keras
 
     from edsr_tf.models import ModelConfig
 
-#: Export formats, in the order they are built.
-FORMATS: tuple[str, ...] = ("savedmodel", "tflite", "onnx")
+#: Export formats, in the order they are built ("web": the browser bundle, edsr_tf.export.web).
+FORMATS: tuple[str, ...] = ("savedmodel", "tflite", "onnx", "web")
+#: What ``--formats`` defaults to (web needs the npm runtime installed, so it is asked for by name).
+DEFAULT_FORMATS: tuple[str, ...] = ("savedmodel", "tflite", "onnx")
 #: Quantization variants; "none" is the float32 export.
 QUANTIZATIONS: tuple[str, ...] = ("none", "fp16", "dynamic", "int8")
 #: Which variants each format supports (SavedModel serves float32 only).
@@ -22,9 +33,14 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "savedmodel": ("none",),
     "tflite": ("none", "fp16", "dynamic", "int8"),
     "onnx": ("none", "int8"),
+    "web": ("none",),
 }
 #: Default fp32 parity tolerance: max |export - keras| on the [0, 255] scale.
 FP32_TOLERANCE = 1e-2
+#: Default ``--max-pixels``: the most LR pixels (N x H x W) one SavedModel request may hold.
+#: One megapixel, e.g. a 1024x1024 or 1280x800 input; see ``activation_bytes_per_pixel``
+#: (report.json, ``serving``) for the memory a model needs per LR pixel.
+DEFAULT_MAX_PIXELS = 1 << 20
 
 Progress = Callable[[str], None]
 
@@ -33,8 +49,20 @@ class ExportError(RuntimeError):
     """An export could not be produced (conversion failed, bad option, ...)."""
 
 
+class ExportUsageError(ExportError):
+    """A bad option or input path (the CLI exits with 2)."""
+
+
 class VerificationError(ExportError):
-    """An exported artifact does not reproduce the Keras model within tolerance."""
+    """An exported artifact does not reproduce the Keras model within tolerance.
+
+    ``report`` is the export report when one was written (the artifacts that passed
+    were installed, the failing ones left out and listed), else None.
+    """
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report
 
 
 def variant_label(quant: str) -> str:
@@ -94,33 +122,249 @@ def dir_size(path: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def move_into_place(staging: Path, out: Path) -> None:
-    """Moves the verified contents of ``staging`` into ``out`` and removes ``staging``.
+_TF_NOISE = ("Graph execution error:", "Detected at node", "<stack traces unavailable>")
 
-    If ``out`` does not exist the whole folder is renamed in one step. Otherwise each
-    top-level artifact (a file or a SavedModel version folder) replaces its previous
-    version, so a re-export never mixes old and new files of one artifact.
+
+def first_line(e: BaseException) -> str:
+    """The telling line of an exception's message: the first non-empty one, skipping
+    TensorFlow's "Graph execution error:" preamble (its type name if there is none)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("assertion failed:"):
+            return ln
+    lines = [ln for ln in lines if not ln.startswith(_TF_NOISE)]
+    return lines[0] if lines else type(e).__name__
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True for ENOSPC/EDQUOT, as an ``OSError`` or a TensorFlow error message."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+# --------------------------------------------------------------------------------------
+# The output folder: staging, stale-staging cleanup, ownership, atomic replacement
+# --------------------------------------------------------------------------------------
+
+#: Top-level entries of an export folder that belong to the export (everything else in
+#: ``--out``, e.g. a user's notes, is carried over unchanged when an export is replaced).
+REPORT_FILES = ("report.json", "report.md")
+
+
+def export_entries() -> set[str]:
+    """Names of the top-level entries an export owns (format folders and the reports)."""
+    return set(FORMATS) | {"web"} | set(REPORT_FILES)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname() or "host")[:40] or "host"
+
+
+_STAGING_RE = re.compile(r"^(?P<host>.+)-(?P<pid>[0-9]+)-(?P<token>[0-9a-f]{8})$")
+
+
+def staging_dir(out: Path, kind: str = "partial") -> Path:
+    """A new empty folder ``.<out>.<kind>-<host>-<pid>-<random>`` next to ``out`` (0o755 & ~umask).
+
+    The host and process id in the name let a later run remove it if this process
+    is killed (:func:`clean_stale`).
     """
-    if not out.exists():
-        os.replace(staging, out)
+    for _ in range(100):
+        path = out.parent / f".{out.name}.{kind}-{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            return make_dir(path)
+        except FileExistsError:
+            continue
+    raise ExportError(f"--out {out}: cannot create a staging folder next to it")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def stale_folders(out: Path) -> list[tuple[Path, str]]:
+    """Staging (``partial``) and swapped-out (``old``) folders of ``out`` whose owner process,
+    on this host, is dead: ``[(path, kind)]``. Folders of other hosts are never listed."""
+    if not out.parent.is_dir():
+        return []
+    found = []
+    for kind in ("partial", "old"):
+        prefix = f".{out.name}.{kind}-"
+        for p in out.parent.iterdir():
+            if not p.name.startswith(prefix) or p.is_symlink() or not p.is_dir():
+                continue
+            m = _STAGING_RE.match(p.name[len(prefix):])
+            if m and m["host"] == _host() and not _pid_alive(int(m["pid"])):
+                found.append((p, kind))
+    return sorted(found)
+
+
+def clean_stale(out: Path, say: Progress | None = None) -> list[Path]:
+    """Removes what killed exports to ``out`` left behind; returns the removed folders.
+
+    A ``partial`` folder is a staging folder (or, after the final swap, the previous
+    export on its way out): deleted. An ``old`` folder is a previous export moved
+    aside by the fallback swap: put back if ``out`` is missing, else deleted.
+    """
+    removed = []
+    for path, kind in stale_folders(out):
+        if kind == "old" and not os.path.lexists(out):
+            os.rename(path, out)
+            if say:
+                say(f"restored {out} from {path.name}, left by an interrupted export")
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(path)
+            if say:
+                say(f"removed {path.name}, left by an interrupted export (process gone)")
+    return removed
+
+
+def savedmodel_versions(model_dir: Path) -> list[int]:
+    """Numeric version folders of ``model_dir`` that hold a SavedModel, ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in model_dir.iterdir()
+        if p.name.isdigit() and p.is_dir()
+        and ((p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file())
+    )
+
+
+def foreign_export(out: Path, config: "ModelConfig") -> str | None:
+    """Describes the export of *another* model in ``out``, or None (empty, this model's, none).
+
+    Another model: report.json's config differs from ``config`` (or report.json is
+    unreadable); without a report.json, an artifact whose name is not one of
+    ``config``'s (:func:`artifact_name` for each of its scales).
+    """
+    from edsr_tf.models import ModelConfig
+
+    if not out.is_dir():
+        return None
+    report = out / "report.json"
+    if report.exists():
+        try:
+            old = json.loads(report.read_text())
+            other = ModelConfig.from_dict(old["config"])
+        except Exception:
+            return "its report.json is unreadable"
+        if other != config:
+            models = old.get("models") or []
+            return f"{', '.join(map(str, models)) or 'a model'} with config {other.to_json()}"
+        return None
+    names = {artifact_name(config, s) for s in config.scales}
+    sm = out / "savedmodel"
+    if sm.is_dir():
+        for p in sorted(sm.iterdir()):
+            if p.name not in names and not p.name.startswith("."):
+                return f"savedmodel/{p.name}"
+    for fmt in ("tflite", "onnx"):
+        folder = out / fmt
+        if folder.is_dir():
+            for p in sorted(folder.iterdir()):
+                if not p.name.startswith(".") and not any(p.name.startswith(n + "_") for n in names):
+                    return f"{fmt}/{p.name}"
+    return None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """Puts ``src`` (file, folder or symlink) at ``dst`` as hard links (copies where linking fails)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(src), str(dst))
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def swap_in(staging: Path, out: Path) -> None:
+    """Makes ``staging`` become ``out`` in one step; the previous ``out`` is deleted.
+
+    Uses an atomic exchange where the system has one; else renames ``out`` aside to
+    ``.<out>.old-...`` first (put back if the second rename fails, or by
+    :func:`clean_stale` after a crash in between).
+    """
+    if not os.path.lexists(out):
+        os.rename(staging, out)
         return
-    for src in sorted(staging.rglob("*")):
-        rel = src.relative_to(staging)
-        dst = out / rel
-        if src.is_dir():
-            # SavedModel version folders (.../<name>/<version>) move as a unit.
-            if rel.parts[0] == "savedmodel" and len(rel.parts) == 3:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                old = None
-                if dst.exists():
-                    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-                    os.replace(dst, old / dst.name)
-                os.replace(src, dst)
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
-            continue
-        if not src.exists():  # moved with its version folder
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dst)
-    shutil.rmtree(staging, ignore_errors=True)
+    if _renameat2_exchange(staging, out):
+        shutil.rmtree(staging, ignore_errors=True)  # holds the previous export now
+        return
+    old = staging_dir(out, "old")
+    os.rmdir(old)
+    os.rename(out, old)
+    try:
+        os.rename(staging, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def install(staging: Path, out: Path, *, keep_versions: bool = True) -> None:
+    """Replaces ``out`` by the verified export in ``staging`` as one unit.
+
+    What ``out`` holds besides an export (files a user put there) is carried over, and
+    so are its earlier SavedModel versions (``savedmodel/<name>/<n>/``) unless
+    ``keep_versions`` is False (``--overwrite`` of another model's export). Carried
+    files are hard links, so this costs no copy. Then ``staging`` takes the place of
+    ``out`` in one rename; the mode of an existing ``out`` is kept.
+    """
+    if out.is_dir():
+        owned = export_entries()
+        for entry in sorted(out.iterdir()):
+            if entry.name not in owned:
+                if not os.path.lexists(staging / entry.name):
+                    _carry(entry, staging / entry.name)
+                continue
+            if entry.name == "savedmodel" and keep_versions and entry.is_dir() and not entry.is_symlink():
+                for model_dir in sorted(entry.iterdir()):
+                    for v in savedmodel_versions(model_dir):
+                        dst = staging / "savedmodel" / model_dir.name / str(v)
+                        if not os.path.lexists(dst):
+                            _carry(model_dir / str(v), dst)
+        os.chmod(staging, stat.S_IMODE(out.stat().st_mode))
+    swap_in(staging, out)

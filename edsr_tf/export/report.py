@@ -70,7 +70,27 @@ def markdown(report: dict) -> str:
         "|" + "---|" * (len(HEADER) + 1),
     ]
     for row, a in zip(summary_rows(report), report["artifacts"]):
-        lines.append("| " + " | ".join(row) + f" | `{a['path']}` |")
+        where = f"`{a['path']}`" if a.get("passed") else f"not written (`{a['path']}`)"
+        lines.append("| " + " | ".join(row) + f" | {where} |")
+    failed = [a for a in report["artifacts"] if not a.get("passed")]
+    if failed:
+        lines += ["", f"## Failed verification: {len(failed)} artifact(s), left out of this folder", ""]
+        for a in failed:
+            tile = f" tile{a['tile'][0]}x{a['tile'][1]}" if a.get("tile") else ""
+            lines.append(f"- {a['model']} {a['format']} {a['variant']}{tile}: {a.get('failure', 'failed')}")
+    serving = report.get("serving")
+    if serving:
+        lines += ["", "## SavedModel input limit", "",
+                  f"Every signature refuses a request of more than {serving['max_pixels']:,} LR pixels "
+                  "(N x H x W; serving_bytes: W x H per image, read from the header) with InvalidArgument "
+                  "(`python -m export --max-pixels`). Estimated activation memory:", ""]
+        for m, info in serving.get("models", {}).items():
+            lines.append(f"- {m}: {info['activation_bytes_per_lr_pixel']:,} bytes per LR pixel, "
+                         f"{_fmt_size(info['activation_bytes_at_max_pixels'])} at the limit")
+        versions = report.get("savedmodel_versions") or {}
+        if versions:
+            lines += ["", "SavedModel versions in this folder: "
+                      + "; ".join(f"{m}: {', '.join(map(str, v)) or '-'}" for m, v in versions.items())]
     lines += [
         "",
         "Keras PSNR (reference) per model: "

@@ -17,6 +17,15 @@ numbers in REST requests are converted to it; integers 0..255 are fine) and
 Outputs are clipped to [0, 255] and rounded, as a saved image would be.
 ``image_bytes`` ends in ``_bytes`` so TF Serving's REST API accepts
 ``{"b64": "..."}`` for it and base64-encodes ``sr_image_bytes`` in the reply.
+
+Input size limit: every signature refuses a request past ``max_pixels`` LR pixels
+(set at export time, ``python -m export --max-pixels``) with an ``InvalidArgument``
+error that names the limit, which TF Serving returns to the client (HTTP 400). The
+tensor signatures check N x H x W (the pixels run at once); ``serving_bytes`` checks
+each image's W x H from its header *before* decoding it (PNG: the IHDR chunk, JPEG:
+``tf.io.extract_jpeg_shape``, BMP: the info header), so a few-KB file that declares a
+huge image costs nothing. ``serving_bytes`` takes PNG, JPEG and BMP (GIF and WebP
+are refused: they may hold many frames, all decoded).
 """
 
 from __future__ import annotations
@@ -27,18 +36,88 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edsr_tf.export.common import ExportError
+from edsr_tf.export.common import DEFAULT_MAX_PIXELS, ExportError, ExportUsageError
 
 #: Signature names, in the order documented above.
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes", "predict_float")
+#: Text every input-size rejection contains (clients and tests can match it).
+LIMIT_TEXT = "LR pixels, more than max_pixels ="
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _endpoints(model: keras.Model):
+def header_size(data):
+    """``(width, height, format)`` int64 scalars read from an encoded image's header.
+
+    ``format``: 1 PNG, 2 JPEG, 3 BMP, 0 anything else (width = height = 0). Nothing
+    is decoded: PNG width/height are the big-endian uint32s at bytes 16 and 20 (IHDR),
+    JPEG's come from ``tf.io.extract_jpeg_shape`` (the SOF marker), BMP's are the
+    little-endian int32s at 18 and 22 (height negative for top-down rows; 16-bit at
+    18 and 20 in the old 12-byte core header).
+    """
+    import tensorflow as tf
+
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 32), b"\0" * 32]), 0, 32)
+    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+
+    def be32(i):
+        return b[i] * 16777216 + b[i + 1] * 65536 + b[i + 2] * 256 + b[i + 3]
+
+    def le32(i):
+        return b[i] + b[i + 1] * 256 + b[i + 2] * 65536 + b[i + 3] * 16777216
+
+    def le16(i):
+        return b[i] + b[i + 1] * 256
+
+    def signed32(v):
+        v = tf.where(v >= 2147483648, v - 4294967296, v)
+        return tf.abs(v)
+
+    is_png = tf.equal(tf.strings.substr(head, 0, 8), _PNG_SIGNATURE) & tf.equal(
+        tf.strings.substr(head, 12, 4), b"IHDR")
+    is_bmp = tf.equal(tf.strings.substr(head, 0, 2), b"BM")
+    is_jpeg = tf.io.is_jpeg(data)
+    core = tf.equal(le32(14), 12)
+    bmp_w = tf.where(core, le16(18), signed32(le32(18)))
+    bmp_h = tf.where(core, le16(20), signed32(le32(22)))
+
+    def jpeg():
+        shape = tf.cast(tf.io.extract_jpeg_shape(data), tf.int64)
+        return shape[1], shape[0]
+
+    def other():
+        w = tf.where(is_png, be32(16), tf.where(is_bmp, bmp_w, tf.constant(0, tf.int64)))
+        h = tf.where(is_png, be32(20), tf.where(is_bmp, bmp_h, tf.constant(0, tf.int64)))
+        return w, h
+
+    w, h = tf.cond(is_jpeg, jpeg, other)
+    fmt = tf.where(is_jpeg, tf.constant(2, tf.int64),
+                   tf.where(is_png, tf.constant(1, tf.int64),
+                            tf.where(is_bmp, tf.constant(3, tf.int64), tf.constant(0, tf.int64))))
+    return w, h, fmt
+
+
+def _endpoints(model: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS):
     """The four serving functions (plain callables, traced by the export archive)."""
     import tensorflow as tf
 
+    limit = tf.constant(int(max_pixels), tf.int64)
+
+    def checked(images):
+        """``images`` once their N x H x W is within the limit (InvalidArgument otherwise)."""
+        shape = tf.shape(images, out_type=tf.int64)
+        pixels = shape[0] * shape[1] * shape[2]
+        check = tf.debugging.Assert(
+            pixels <= limit,
+            [tf.strings.format(
+                "input of N x H x W = {} x {} x {} = {} " + LIMIT_TEXT + " {} "
+                "(set at export: python -m export --max-pixels); send smaller images or tiles",
+                (shape[0], shape[1], shape[2], pixels, limit))],
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(images)
+
     def as_float(images):
-        images = tf.cast(images, tf.float32)
+        images = tf.cast(checked(images), tf.float32)
         return tf.clip_by_value(model(images, training=False), 0.0, 255.0)
 
     def as_uint8(images):
@@ -56,7 +135,24 @@ def _endpoints(model: keras.Model):
 
     def serve_bytes(image_bytes):
         def one(data):
-            img = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+            w, h, fmt = header_size(data)
+            known = tf.debugging.Assert(
+                fmt > 0,
+                [tf.strings.format("serving_bytes: unsupported image format (first bytes {}); "
+                                   "expected PNG, JPEG or BMP",
+                                   (tf.strings.substr(data, 0, 8),))],
+            )
+            with tf.control_dependencies([known]):
+                pixels = w * h
+                fits = tf.debugging.Assert(
+                    (pixels <= limit) & (w > 0) & (h > 0),
+                    [tf.strings.format(
+                        "serving_bytes: image of {} x {} = {} " + LIMIT_TEXT + " {} "
+                        "(set at export: python -m export --max-pixels); send smaller images or tiles",
+                        (w, h, pixels, limit))],
+                )
+            with tf.control_dependencies([fits]):
+                img = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
             img.set_shape([None, None, 3])
             return tf.io.encode_png(as_uint8(img[tf.newaxis])[0])
 
@@ -75,11 +171,12 @@ def _endpoints(model: keras.Model):
 
 
 def save_serving_model(
-    model: keras.Model, scale: int, version_dir: str | os.PathLike
+    model: keras.Model, scale: int, version_dir: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Path:
     """Saves ``model`` (single scale, float [0,255] in/out) for TF Serving at ``version_dir``.
 
     ``version_dir`` is the numbered folder, e.g. ``.../savedmodel/edsr_baseline_x2/1``.
+    ``max_pixels``: the input size limit every signature checks (module docstring).
     Built with ``keras.export.ExportArchive``: it tracks the Keras variables so that
     the graph-mode loader (TF Serving, ``saved_model_cli run``) restores them; a
     plain ``tf.Module`` holding a Keras 3 model loads with ``tf.saved_model.load``
@@ -88,9 +185,11 @@ def save_serving_model(
     version_dir = Path(version_dir)
     if not version_dir.name.isdigit():
         raise ExportError(f"{version_dir}: TF Serving needs a numeric version folder")
+    if int(max_pixels) < 1:
+        raise ExportUsageError(f"--max-pixels must be >= 1, got {max_pixels}")
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, (fn, signature) in _endpoints(model).items():
+    for name, (fn, signature) in _endpoints(model, max_pixels).items():
         archive.add_endpoint(name, fn, input_signature=signature)
     version_dir.parent.mkdir(parents=True, exist_ok=True)
     archive.write_out(str(version_dir), verbose=False)

@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import re
 import statistics
+import struct
 import time
+import zlib
+from pathlib import Path
 from typing import Protocol
 
 import keras
 import numpy as np
 
-from edsr_tf.export.common import FP32_TOLERANCE, ExportError, VerificationError
+from edsr_tf.export.common import (
+    FP32_TOLERANCE,
+    ExportError,
+    ExportUsageError,
+    VerificationError,
+    first_line,
+)
 from edsr_tf.imresize import imresize
 from edsr_tf.metrics import psnr, quantize
 
@@ -66,6 +77,51 @@ def verification_images(
 
         images = list(sample_images(EVAL_IMAGES).items())
     return [make_pair(n, hr, scale, max_lr_side) for n, hr in images]
+
+
+#: Stems of LR files in the benchmark layouts: ``<name>_LR`` (image_SRF_<s>), ``<name>x<s>`` (LR_bicubic).
+_LR_STEM = re.compile(r"(_LR|[xX][0-9]+)$")
+
+VERIFY_DIR_LAYOUTS = (
+    "a folder of HR images; a benchmark set <Set>/ with HR/ (+ LR_bicubic/X<s>/) or image_SRF_<s>/; "
+    "an image_SRF_<s> folder (its *_HR files are used); or a DIV2K folder"
+)
+
+
+def verify_hr_files(directory: str | os.PathLike, scale: int) -> list[tuple[str, Path]]:
+    """The HR image files ``--verify-dir`` names for ``scale``: ``[(name, path)]``.
+
+    Accepts the layouts of :mod:`edsr_tf.benchmark_sets` (read with it) and a
+    per-scale ``image_SRF_<s>`` folder, whose ``*_LR`` files are skipped. A folder of
+    LR files alone (``*_LR``, ``*x2``) is refused: verification needs HR images.
+    """
+    from edsr_tf.benchmark_sets import DatasetNotFoundError, find_dataset
+    from edsr_tf.images import IMAGE_SUFFIXES
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise ExportUsageError(f"--verify-dir {d}: not a folder")
+    d = d.resolve()
+    files = sorted(p for p in d.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    hr_named = [p for p in files if p.stem.endswith("_HR")]
+    if hr_named:
+        return [(p.stem[: -len("_HR")], p) for p in hr_named]
+    try:
+        div2k = {"div2k", "div2k_valid_hr", "div2k_train_hr"}
+        if any(p.is_dir() and p.name.lower() in div2k for p in d.iterdir()):
+            found = find_dataset(d, "div2k", scale)
+        else:
+            found = find_dataset(d.parent, d.name, scale)
+    except DatasetNotFoundError as e:
+        raise ExportUsageError(f"--verify-dir {d}: {e}; expected {VERIFY_DIR_LAYOUTS}") from None
+    pairs = found.pairs
+    if found.layout == "hr_only" and all(_LR_STEM.search(p.hr.stem) for p in pairs):
+        shown = ", ".join(p.hr.name for p in pairs[:3]) + (", ..." if len(pairs) > 3 else "")
+        raise ExportUsageError(
+            f"--verify-dir {d}: holds LR images ({shown}); verification needs HR images: {VERIFY_DIR_LAYOUTS}"
+        )
+    return [(p.name, p.hr) for p in pairs]
 
 
 def tile_images(images: list[VerificationImage], tile: tuple[int, int], scale: int) -> list[VerificationImage]:
@@ -133,56 +189,115 @@ def verify_runner(
 ) -> dict:
     """Runs ``runner`` on ``images``; returns parity, PSNR and latency figures.
 
-    ``tolerance`` set (fp32 exports): raises :class:`VerificationError` when the max
-    abs difference to Keras exceeds it, or when the output shape is wrong.
+    Never raises for a bad result: ``record["passed"]`` is False and ``record["failure"]``
+    says what failed and by how much when the output shape is wrong, not finite, or
+    (``tolerance`` set: fp32 exports) differs from Keras by more than ``tolerance``.
+    The caller leaves a failing artifact out of the export and reports it.
     """
     max_diff, mean_diffs, psnrs, ref_psnrs = 0.0, [], [], []
+    failure = None
     for im in images:
         out = np.asarray(runner.run(im.lr[None].astype(np.float32)))
         ref = reference.reference(im)
         if out.shape != (1,) + ref.shape:
-            raise VerificationError(
-                f"{label}: output shape {list(out.shape)} for input {list(im.lr.shape)}, "
-                f"expected {[1, *ref.shape]}"
-            )
+            failure = (f"output shape {list(out.shape)} for input {list(im.lr.shape)}, "
+                       f"expected {[1, *ref.shape]}")
+            break
         out = out[0]
         if not np.all(np.isfinite(out)):
-            raise VerificationError(f"{label}: non-finite values in the output for {im.name}")
+            failure = f"non-finite values in the output for {im.name}"
+            break
         diff = np.abs(out.astype(np.float64) - ref)
         max_diff = max(max_diff, float(diff.max()))
         mean_diffs.append(float(diff.mean()))
         psnrs.append(psnr(quantize(out), im.hr, shave=scale, y_channel=True))
         ref_psnrs.append(psnr(quantize(ref), im.hr, shave=scale, y_channel=True))
-    export_psnr = float(np.mean(psnrs))
-    keras_psnr = float(np.mean(ref_psnrs))
     record = {
         "runtime": runner.runtime,
-        "max_abs_diff": max_diff,
-        "mean_abs_diff": float(np.mean(mean_diffs)),
-        "psnr_db": export_psnr,
-        "keras_psnr_db": keras_psnr,
-        "psnr_drop_db": keras_psnr - export_psnr,
+        "max_abs_diff": None,
+        "mean_abs_diff": None,
+        "psnr_db": None,
+        "keras_psnr_db": None,
+        "psnr_drop_db": None,
         "tolerance": tolerance,
         "verified_on": [f"{im.name} {im.lr.shape[1]}x{im.lr.shape[0]}" for im in images],
     }
+    if failure is None:
+        export_psnr = float(np.mean(psnrs))
+        keras_psnr = float(np.mean(ref_psnrs))
+        record.update({
+            "max_abs_diff": max_diff,
+            "mean_abs_diff": float(np.mean(mean_diffs)),
+            "psnr_db": export_psnr,
+            "keras_psnr_db": keras_psnr,
+            "psnr_drop_db": keras_psnr - export_psnr,
+        })
+        if tolerance is not None and not max_diff <= tolerance:
+            failure = (f"max |export - keras| = {max_diff:.4g} on [0,255] exceeds the tolerance "
+                       f"{tolerance:g}; the export diverges from the Keras model")
+    record["passed"] = failure is None
+    if failure is not None:
+        record["failure"] = failure
+        return record
     if latency_runs > 0:
         x = images[0].lr[None].astype(np.float32)
         record["latency_ms"] = measure_latency(runner, x, runs=latency_runs)
         record["latency_input"] = list(x.shape)
-    record["passed"] = tolerance is None or max_diff <= tolerance
-    if not record["passed"]:
-        raise VerificationError(
-            f"{label}: max |export - keras| = {max_diff:.4g} on [0,255] exceeds the tolerance "
-            f"{tolerance:g}; the export diverges from the Keras model"
-        )
     return record
 
 
-def check_serving_signatures(runner, image: VerificationImage) -> list[str]:
+def png_header(width: int, height: int) -> bytes:
+    """The first 33 bytes of a PNG (signature + IHDR) declaring ``width`` x ``height``, no data."""
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+
+
+#: Largest --max-pixels for which the export also checks the tensor signatures' limit
+#: (the check sends a uint8 tensor of max_pixels + 1 pixels).
+_TENSOR_LIMIT_CHECK_MAX = 1 << 24
+
+
+def check_input_limit(runner, max_pixels: int) -> list[str]:
+    """Checks that the signatures refuse an input of ``max_pixels + 1`` LR pixels.
+
+    ``serving_bytes`` gets a PNG header alone (no pixel data) declaring the size: it
+    must be refused from the header, before decoding. ``serving_uint8`` gets a
+    1 x 1 x (max_pixels + 1) tensor (when that is at most 48 MB).
+    """
+    import tensorflow as tf
+
+    from edsr_tf.export.savedmodel import LIMIT_TEXT
+
+    checks = []
+    width = min(max_pixels + 1, 2**31 - 1)
+    height = -(-(max_pixels + 1) // width)
+    probes = [("serving_bytes", f"PNG header {width}x{height}",
+               lambda: runner.run_bytes([png_header(width, height)]))]
+    if max_pixels < _TENSOR_LIMIT_CHECK_MAX:
+        probes.append(("serving_uint8", f"uint8 [1, 1, {max_pixels + 1}, 3]",
+                       lambda: runner.run_uint8(np.zeros((1, 1, max_pixels + 1, 3), np.uint8), "serving_uint8")))
+    for sig, what, call in probes:
+        try:
+            call()
+        except tf.errors.InvalidArgumentError as e:
+            if LIMIT_TEXT not in str(e):
+                raise VerificationError(
+                    f"SavedModel signature {sig}: {what} past --max-pixels {max_pixels} failed with another "
+                    f"error: {first_line(e)}"
+                ) from None
+        else:
+            raise VerificationError(
+                f"SavedModel signature {sig} accepted {what}, past --max-pixels {max_pixels}")
+        checks.append(f"{sig}: {what} (> max_pixels {max_pixels}) refused")
+    return checks
+
+
+def check_serving_signatures(runner, image: VerificationImage, max_pixels: int | None = None) -> list[str]:
     """Checks the uint8 and bytes signatures of a serving SavedModel against ``predict_float``.
 
     ``serving_default`` (float in) and ``serving_uint8`` must both equal the rounded
-    float output, and ``serving_bytes`` must return a PNG that decodes to it.
+    float output, and ``serving_bytes`` must return a PNG that decodes to it. With
+    ``max_pixels``, inputs past it must be refused (:func:`check_input_limit`).
     """
     from PIL import Image
 
@@ -207,5 +322,7 @@ def check_serving_signatures(runner, image: VerificationImage) -> list[str]:
     if not np.array_equal(decoded, expected[0]):
         raise VerificationError("SavedModel signature serving_bytes: decoded PNG differs from serving_uint8")
     checks.append(f"serving_bytes: PNG {decoded.shape[1]}x{decoded.shape[0]} == serving_uint8")
+    if max_pixels is not None:
+        checks += check_input_limit(runner, max_pixels)
     return checks
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Sequence
 
 #: Preset name → (architecture, n_resblocks, n_feats, res_scale).
@@ -16,6 +17,15 @@ PRESETS: dict[str, tuple[str, int, int, float]] = {
 
 EDSR_SCALES = (2, 3, 4, 8)
 MDSR_DEFAULT_SCALES = (2, 3, 4)
+
+#: Sanity bounds checked before any model is built, so a damaged or hostile config (say
+#: n_feats=30000: a 32 GB tensor) is refused with a clear error instead of exhausting memory.
+#: The paper's largest networks use 256 features (EDSR) and 80 blocks (MDSR); the bounds
+#: leave room for 4x wider and 12x deeper ones.
+MAX_N_FEATS = 1024
+MAX_N_RESBLOCKS = 1000
+#: Largest estimated parameter count (4 GB of float32 weights; the paper's EDSR x4 has 43 M).
+MAX_PARAMS = 1_000_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,17 +42,55 @@ class ModelConfig:
     def __post_init__(self):
         if self.arch not in ("edsr", "mdsr"):
             raise ValueError(f"unknown architecture {self.arch!r}: expected 'edsr' or 'mdsr'")
-        object.__setattr__(self, "scales", tuple(int(s) for s in self.scales))
+        if isinstance(self.scales, (str, bytes)) or not hasattr(self.scales, "__iter__"):
+            raise ValueError(f"scales must be a list of integers, got {self.scales!r}")
+        object.__setattr__(self, "scales", tuple(_integer("scale", s) for s in self.scales))
+        if not self.scales:
+            raise ValueError("scales is empty: a model needs at least one scale")
+        if len(set(self.scales)) != len(self.scales):
+            raise ValueError(f"scales {list(self.scales)} repeat a scale")
         if self.arch == "edsr" and len(self.scales) != 1:
             raise ValueError(f"EDSR has exactly one scale, got {self.scales}")
         allowed = EDSR_SCALES if self.arch == "edsr" else (2, 3, 4)
         for s in self.scales:
             if s not in allowed:
                 raise ValueError(f"unsupported {self.arch} scale {s}: expected one of {allowed}")
-        if self.n_resblocks < 0 or self.n_feats < 1:
+        blocks = _integer("n_resblocks", self.n_resblocks)
+        feats = _integer("n_feats", self.n_feats)
+        object.__setattr__(self, "n_resblocks", blocks)
+        object.__setattr__(self, "n_feats", feats)
+        if not 0 <= blocks <= MAX_N_RESBLOCKS:
+            raise ValueError(f"n_resblocks must be in [0, {MAX_N_RESBLOCKS}], got {blocks}")
+        if not 1 <= feats <= MAX_N_FEATS:
+            raise ValueError(f"n_feats must be in [1, {MAX_N_FEATS}], got {feats}")
+        if isinstance(self.res_scale, bool) or not isinstance(self.res_scale, (int, float)) \
+                or not math.isfinite(self.res_scale) or self.res_scale <= 0:
+            raise ValueError(f"res_scale must be a finite number > 0, got {self.res_scale!r}")
+        object.__setattr__(self, "res_scale", float(self.res_scale))
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: expected one of {sorted(PRESETS)} or null")
+        params = self.estimated_params()
+        if params > MAX_PARAMS:
             raise ValueError(
-                f"n_resblocks must be >= 0 and n_feats >= 1, got {self.n_resblocks}, {self.n_feats}"
+                f"{self.arch} with n_resblocks={blocks}, n_feats={feats} would have about "
+                f"{params / 1e6:,.0f} M parameters, over the {MAX_PARAMS / 1e6:,.0f} M limit"
             )
+
+    def estimated_params(self) -> int:
+        """Trainable parameters of the network this config builds (computed, nothing is built).
+
+        Head, residual blocks (two 3×3 convs), body-end conv, per-scale upsamplers (and MDSR's
+        two 5×5 pre-processing blocks per scale), tail: e.g. 1,369,859 for edsr_baseline ×2.
+        """
+        f = self.n_feats
+        conv3 = 9 * f * f + f
+        total = (27 * f + f) + (2 * self.n_resblocks + 1) * conv3 + (27 * f + 3)  # head, body, tail
+        for s in self.scales:
+            for r in ([3] if s == 3 else [2] * (s.bit_length() - 1)):
+                total += 9 * f * r * r * f + r * r * f
+            if self.arch == "mdsr":
+                total += 4 * (25 * f * f + f)
+        return total
 
     @property
     def scale(self) -> int:
@@ -92,12 +140,25 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"a model config is a JSON object, got {type(d).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - fields
         if unknown:
             raise ValueError(f"unknown model config keys {sorted(unknown)}")
-        return cls(**{**d, "scales": tuple(d["scales"])})
+        missing = {f.name for f in dataclasses.fields(cls)
+                   if f.default is dataclasses.MISSING} - set(d)
+        if missing:
+            raise ValueError(f"missing model config keys {sorted(missing)}")
+        return cls(**d)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
         return cls.from_dict(json.loads(text))
+
+
+def _integer(name: str, value: Any) -> int:
+    """``value`` as an int; a bool, float with a fraction or string is an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)

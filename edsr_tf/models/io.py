@@ -10,6 +10,8 @@ half-written file.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -93,22 +95,82 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
         raise ModelFileError(f"{path}: invalid embedded model config ({e})") from None
 
 
+def _weights_in_file(path: Path) -> tuple[int, int]:
+    """(tensors, values) of the model's layers in a Keras ``.weights.h5`` file (no optimizer state)."""
+    counts = [0, 0]
+
+    def visit(name, obj):
+        if name.split("/")[0] in ("optimizer", "metrics"):
+            return
+        if isinstance(obj, h5py.Dataset) and obj.shape:
+            counts[0] += 1
+            counts[1] += int(obj.size)
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return counts[0], counts[1]
+
+
+def _describe(config: ModelConfig) -> str:
+    scales = "/".join(f"x{s}" for s in config.scales)
+    return (f"{config.preset or config.arch} {scales}, {config.n_resblocks} blocks, "
+            f"{config.n_feats} features")
+
+
+def _keras_load_reason(e: Exception) -> str:
+    """Keras' many-line load error (with a tensor dump) as one short clause."""
+    text = str(e)
+    parts = []
+    m = re.search(r"A total of (\d+) objects could not be loaded", text)
+    if m:
+        parts.append(f"{m.group(1)} layers could not be loaded")
+    m = re.search(r"name=([\w.]+)", text)
+    shapes = re.search(r"variable\.shape=(\([\d, ]*\)), Received: value\.shape=(\([\d, ]*\))", text)
+    if shapes:
+        where = f" {m.group(1)}" if m else ""
+        parts.append(f"e.g.{where} needs {shapes.group(1)}, the file has {shapes.group(2)}")
+    if not parts:
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+        parts.append(first[:200])
+    return "; ".join(parts)
+
+
 def load_model(path: str | os.PathLike) -> tuple[keras.Model, ModelConfig]:
     """Rebuilds the model stored at ``path`` (or shipped as ``path``, e.g. ``"edsr_baseline_x4"``)
-    and loads its weights; float16 files load into the float32 model."""
+    and loads its weights; float16 files load into the float32 model.
+
+    Weights that do not fit the embedded config (another model's file, a damaged file) raise
+    :class:`ModelFileError` with a one-line reason; Keras' per-layer warnings are not shown.
+    """
     path = resolve_weights(path)
     config = read_config(path)
     if _suffix(path) == ".weights.h5":
         model = build_model(config)
+        expected = (len(model.weights), sum(int(w.numpy().size) for w in model.weights))
         try:
-            model.load_weights(path)
+            found = _weights_in_file(path)
+        except OSError as e:
+            raise ModelFileError(f"{path}: not a readable .weights.h5 file ({e})") from None
+        if found != expected:
+            raise ModelFileError(
+                f"{path}: weights do not fit the embedded config ({_describe(config)}): the file "
+                f"holds {found[0]} tensors / {found[1]:,} values, that model has {expected[0]} / "
+                f"{expected[1]:,} (weights of another model?)"
+            )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Keras warns per layer; we raise one line instead
+                model.load_weights(path)
         except Exception as e:  # Keras raises ValueError/KeyError/OSError variously.
             raise ModelFileError(
-                f"{path}: weights do not fit the embedded config {config.to_dict()} ({e})"
+                f"{path}: weights do not fit the embedded config ({_describe(config)}): "
+                f"{_keras_load_reason(e)} (weights of another model?)"
             ) from None
         return model, config
     try:
-        model = keras.saving.load_model(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = keras.saving.load_model(path)
     except Exception as e:
-        raise ModelFileError(f"{path}: cannot load Keras model ({e})") from None
+        raise ModelFileError(f"{path}: cannot load Keras model ({_keras_load_reason(e)})") from None
     return model, config

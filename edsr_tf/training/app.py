@@ -238,6 +238,64 @@ def _atomic_json(path: Path, payload: dict) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
+def _lock_job_dir(out: Path, worker):
+    """Takes the job folder's lock (:mod:`edsr_tf.training.joblock`); refuses a folder in use."""
+    from edsr_tf.training.joblock import JobLock, describe_holder
+
+    lock = JobLock(out, worker.index).acquire()
+    if lock.stale:
+        log(f"note: took over the stale lock {lock.path} of {describe_holder(lock.stale)} "
+            "(that run is gone)")
+    return lock
+
+
+def _check_job_dir(opts: TrainOptions, out: Path, config, worker) -> tuple[Path, Path, bool]:
+    """Refuses to silently mix runs; returns (run_config.json, checkpoints/, resume?).
+
+    Checkpoints are looked for as files (``ckpt-N.*``) and as the state file, so a
+    folder whose state file is broken or stale is still seen as holding a run.
+    """
+    from edsr_tf.training.loop import holds_checkpoints
+
+    run_file = out / "run_config.json"
+    ckpt_dir = out / "checkpoints"
+    has_ckpt = holds_checkpoints(ckpt_dir / f"worker_{worker.index}" if worker.count > 1 else ckpt_dir)
+    if has_ckpt and not opts.resume:
+        raise TrainError(
+            f"{ckpt_dir} already holds a checkpoint: pass --resume to continue it, or use another --out_dir"
+        )
+    if has_ckpt and run_file.is_file():
+        # Same job dir must mean same model.
+        try:
+            saved = json.loads(run_file.read_text()).get("model")
+        except (OSError, ValueError, AttributeError) as e:
+            raise TrainError(f"--resume: {run_file} is unreadable ({type(e).__name__}: {e})") from None
+        if saved != config.to_dict():
+            raise TrainError(
+                f"--resume: {out} was trained with model {saved}, not {config.to_dict()}"
+            )
+    return run_file, ckpt_dir, has_ckpt
+
+
+def _resume(loop) -> int:
+    """Restores the newest checkpoint that restores cleanly, saying which and why; returns its step."""
+    from edsr_tf.training.loop import STATE_FILE, CheckpointError
+
+    state = loop.state
+    try:
+        step = loop.resume()
+    except CheckpointError as e:
+        raise TrainError(f"--resume: {e}") from None
+    if state.state_problem:
+        log(f"--resume: {state.directory / STATE_FILE} {state.state_problem}; "
+            "found the checkpoints from their files")
+    for prefix, reason in state.skipped:
+        log(f"--resume: skipped {prefix}: {reason}")
+    newest = ", the newest checkpoint that restores" if state.skipped else ""
+    log(f"resumed from {state.restored_from} (step {step}{newest})")
+    return step
+
+
 def train(opts: TrainOptions) -> dict:
     """Runs training as configured; returns ``{"step", "results", "table", ...}``."""
     import keras
@@ -268,22 +326,13 @@ def train(opts: TrainOptions) -> dict:
     if worker.is_chief:
         out.mkdir(parents=True, exist_ok=True)
 
-    # Refuse to silently mix runs: same job dir must mean same model.
-    run_file = out / "run_config.json"
-    ckpt_dir = out / "checkpoints"
-    has_ckpt = tf.train.latest_checkpoint(
-        str(ckpt_dir / f"worker_{worker.index}" if worker.count > 1 else ckpt_dir)
-    ) is not None
-    if has_ckpt and not opts.resume:
-        raise TrainError(
-            f"{ckpt_dir} already holds a checkpoint: pass --resume to continue it, or use another --out_dir"
-        )
-    if has_ckpt and run_file.is_file():
-        saved = json.loads(run_file.read_text()).get("model")
-        if saved != config.to_dict():
-            raise TrainError(
-                f"--resume: {out} was trained with model {saved}, not {config.to_dict()}"
-            )
+    # One training per job folder at a time (released in the finally below).
+    lock = _lock_job_dir(out, worker)
+    try:
+        run_file, ckpt_dir, has_ckpt = _check_job_dir(opts, out, config, worker)
+    except BaseException:
+        lock.release()
+        raise
 
     keras.utils.set_random_seed(opts.seed)
     if opts.deterministic:
@@ -325,8 +374,7 @@ def train(opts: TrainOptions) -> dict:
         loop = TrainLoop(trainer, dataset, strategy=strategy, checkpoint_dir=ckpt_dir,
                          checkpoint_every=opts.ckpt_every, max_to_keep=opts.keep_checkpoints)
         if has_ckpt:
-            step = loop.resume()
-            log(f"resumed from {loop.state.latest} (step {step})")
+            _resume(loop)
         elif opts.resume:
             log(f"--resume: no checkpoint in {ckpt_dir} yet, starting from step 0")
         if worker.is_chief:
@@ -381,6 +429,7 @@ def train(opts: TrainOptions) -> dict:
         import keras as _keras
 
         _keras.config.set_dtype_policy(previous_policy)
+        lock.release()
 
 
 def _raise_for_bad_files(error: Exception, source, scales: Sequence[int]) -> None:
@@ -430,7 +479,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from edsr_tf.data import DataError
     from edsr_tf.images import ImageReadError
     from edsr_tf.models.io import ModelFileError
+    from edsr_tf.training.joblock import JobLockError
     from edsr_tf.training.loop import CheckpointError
 
     return (TrainError, DataError, DatasetNotFoundError, ModelFileError, CheckpointError,
-            ImageReadError, FileNotFoundError, NotADirectoryError, PermissionError)
+            JobLockError, ImageReadError, FileNotFoundError, NotADirectoryError, PermissionError)

@@ -61,9 +61,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("val_limit", 10, "Validation images used during training (0 = all).")
     flags.DEFINE_list("eval_sets", [], "Benchmark sets for the final table, e.g. Set5,Set14.")
     flags.DEFINE_string("dataset_dir", None,
-                        "Folder with the benchmark sets (<dir>/Set5, <dir>/benchmark/Set5 or "
-                        "<dir>/edsr_benchmark/Set5). Default: ../shared/data when it exists; sets "
-                        "missing there are skipped with a notice.")
+                        "Folder with the benchmark sets (<dir>/Set5 or <dir>/benchmark/Set5). Default: "
+                        "../shared/data when it exists; sets missing there are skipped with a notice.")
     # --- model
     flags.DEFINE_enum("model", "edsr_baseline", sorted(PRESETS), "Model preset.")
     flags.DEFINE_list("scale", None, "Scale (EDSR: one of 2,3,4,8; default 2) or scales (MDSR: "

@@ -1,0 +1,165 @@
+// Pure helpers shared by the page and its worker (no DOM, no runtime): exact-overlap tiling
+// (the same split as edsr_tf.inference.axis_tiles), MATLAB bicubic upscaling (the same as
+// edsr_tf.imresize for integer scales, uint8 in and out), and image-header sniffing so an
+// oversized photo is refused before it is decoded.
+
+/**
+ * Splits an axis of n pixels into cores of `tile` with `overlap` context pixels each side.
+ * Mirror of edsr_tf.inference.axis_tiles: one window when the axis fits in one
+ * (n <= tile + 2*overlap, or tile <= 0); border windows are shifted inwards, not shrunk,
+ * so every window of an axis has the same length.
+ * @returns {{winStart:number, winLen:number, coreStart:number, coreLen:number}[]}
+ */
+export function axisTiles(n, tile, overlap) {
+  if (!(n >= 1)) throw new Error(`empty axis (${n} px)`);
+  if (!tile || tile <= 0 || n <= tile + 2 * overlap) {
+    return [{ winStart: 0, winLen: n, coreStart: 0, coreLen: n }];
+  }
+  if (overlap < 0) throw new Error(`tile overlap must be >= 0, got ${overlap}`);
+  const winLen = tile + 2 * overlap;
+  const tiles = [];
+  for (let core = 0; core < n; core += tile) {
+    const coreLen = Math.min(tile, n - core);
+    const winStart = Math.min(Math.max(core - overlap, 0), n - winLen);
+    tiles.push({ winStart, winLen, coreStart: core, coreLen });
+  }
+  return tiles;
+}
+
+/** All (row tile, column tile) pairs of an h x w image, row-major (edsr_tf.inference.tile_grid). */
+export function tileGrid(h, w, tile, overlap) {
+  const rows = axisTiles(h, tile, overlap);
+  const cols = axisTiles(w, tile, overlap);
+  const grid = [];
+  for (const ty of rows) for (const tx of cols) grid.push([ty, tx]);
+  return grid;
+}
+
+function cubic(x) {
+  const a = Math.abs(x);
+  const a2 = a * a;
+  const a3 = a2 * a;
+  if (a <= 1) return 1.5 * a3 - 2.5 * a2 + 1;
+  if (a <= 2) return -0.5 * a3 + 2.5 * a2 - 4 * a + 2;
+  return 0;
+}
+
+/** MATLAB's contributions() for an integer upscale: per output pixel, input indices and weights. */
+export function contributions(inLen, scale) {
+  const outLen = inLen * scale;
+  const taps = 6; // ceil(kernel width 4) + 2, as MATLAB; zero-weight taps are harmless
+  const idx = new Int32Array(outLen * taps);
+  const wts = new Float64Array(outLen * taps);
+  for (let x = 1; x <= outLen; x++) {
+    const u = x / scale + 0.5 * (1 - 1 / scale);
+    const left = Math.floor(u - 2);
+    let sum = 0;
+    for (let k = 0; k < taps; k++) {
+      const j = left + k; // 1-based, may fall outside [1, inLen]
+      const w = cubic(u - j);
+      let z = (((j - 1) % (2 * inLen)) + 2 * inLen) % (2 * inLen); // symmetric padding
+      if (z >= inLen) z = 2 * inLen - 1 - z;
+      idx[(x - 1) * taps + k] = z;
+      wts[(x - 1) * taps + k] = w;
+      sum += w;
+    }
+    for (let k = 0; k < taps; k++) wts[(x - 1) * taps + k] /= sum;
+  }
+  return { idx, wts, taps, outLen };
+}
+
+const roundU8 = (v) => (v <= 0 ? 0 : v >= 255 ? 255 : Math.floor(v + 0.5)); // MATLAB uint8()
+
+/**
+ * MATLAB imresize(img, scale, 'bicubic') of the RGB channels of an RGBA uint8 image for an
+ * integer scale: rows first, rounded to uint8 between the passes, as edsr_tf.imresize does.
+ * Returns RGBA (alpha 255) of (h*scale) x (w*scale).
+ */
+export function bicubicUpscale(rgba, w, h, scale) {
+  const cy = contributions(h, scale);
+  const cx = contributions(w, scale);
+  const H = h * scale;
+  const W = w * scale;
+  const mid = new Uint8ClampedArray(H * w * 3); // after the vertical pass
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < w; x++) {
+      let r = 0, g = 0, b = 0;
+      for (let k = 0; k < cy.taps; k++) {
+        const wt = cy.wts[y * cy.taps + k];
+        if (wt === 0) continue;
+        const p = (cy.idx[y * cy.taps + k] * w + x) * 4;
+        r += wt * rgba[p]; g += wt * rgba[p + 1]; b += wt * rgba[p + 2];
+      }
+      const q = (y * w + x) * 3;
+      mid[q] = roundU8(r); mid[q + 1] = roundU8(g); mid[q + 2] = roundU8(b);
+    }
+  }
+  const out = new Uint8ClampedArray(H * W * 4);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      let r = 0, g = 0, b = 0;
+      for (let k = 0; k < cx.taps; k++) {
+        const wt = cx.wts[x * cx.taps + k];
+        if (wt === 0) continue;
+        const p = (y * w + cx.idx[x * cx.taps + k]) * 3;
+        r += wt * mid[p]; g += wt * mid[p + 1]; b += wt * mid[p + 2];
+      }
+      const q = (y * W + x) * 4;
+      out[q] = roundU8(r); out[q + 1] = roundU8(g); out[q + 2] = roundU8(b); out[q + 3] = 255;
+    }
+  }
+  return out;
+}
+
+/**
+ * Width and height from the header of a PNG, GIF, BMP, JPEG or WebP file (its first bytes),
+ * or null when the format is not recognised (the caller then decodes and checks after).
+ * @param {Uint8Array} b
+ */
+export function imageSize(b) {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const ascii = (o, n) => String.fromCharCode(...b.subarray(o, o + n));
+  if (b.length >= 24 && b[0] === 0x89 && ascii(1, 3) === 'PNG') {
+    return { format: 'PNG', width: dv.getUint32(16), height: dv.getUint32(20) };
+  }
+  if (b.length >= 10 && ascii(0, 3) === 'GIF') {
+    return { format: 'GIF', width: dv.getUint16(6, true), height: dv.getUint16(8, true) };
+  }
+  if (b.length >= 26 && ascii(0, 2) === 'BM') {
+    return { format: 'BMP', width: Math.abs(dv.getInt32(18, true)), height: Math.abs(dv.getInt32(22, true)) };
+  }
+  if (b.length >= 30 && ascii(0, 4) === 'RIFF' && ascii(8, 4) === 'WEBP') {
+    const kind = ascii(12, 4);
+    if (kind === 'VP8 ') return { format: 'WebP', width: dv.getUint16(26, true) & 0x3fff, height: dv.getUint16(28, true) & 0x3fff };
+    if (kind === 'VP8L') {
+      const v = dv.getUint32(21, true);
+      return { format: 'WebP', width: (v & 0x3fff) + 1, height: ((v >> 14) & 0x3fff) + 1 };
+    }
+    if (kind === 'VP8X') {
+      const w = (b[24] | (b[25] << 8) | (b[26] << 16)) + 1;
+      const h = (b[27] | (b[28] << 8) | (b[29] << 16)) + 1;
+      return { format: 'WebP', width: w, height: h };
+    }
+    return null;
+  }
+  if (b.length >= 4 && b[0] === 0xff && b[1] === 0xd8) {
+    let o = 2;
+    while (o + 9 < b.length) {
+      if (b[o] !== 0xff) { o++; continue; }
+      const m = b[o + 1];
+      if (m === 0xff) { o++; continue; }
+      if (m === 0xd8 || m === 0x01 || (m >= 0xd0 && m <= 0xd7)) { o += 2; continue; }
+      const len = dv.getUint16(o + 2);
+      const sof = m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc;
+      if (sof) return { format: 'JPEG', width: dv.getUint16(o + 7), height: dv.getUint16(o + 5) };
+      o += 2 + len;
+    }
+    return null;
+  }
+  return null;
+}
+
+/** "12.3 MP" / "850 kP" style pixel counts for messages. */
+export function formatPixels(n) {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MP` : `${Math.round(n / 1e3)} kP`;
+}

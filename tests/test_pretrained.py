@@ -1,0 +1,155 @@
+"""The models shipped in edsr_tf/pretrained: manifest, use by name, quality, tamper refusal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from edsr_tf import pretrained
+from edsr_tf.models import load_model, read_config
+from edsr_tf.models.io import ModelFileError
+
+SHIPPED = pretrained.list_models()
+NAMES = [m.name for m in SHIPPED]
+REQUIRED = ("edsr_baseline_x2", "edsr_baseline_x3", "edsr_baseline_x4")
+
+
+def test_the_three_edsr_baseline_scales_are_shipped():
+    assert set(REQUIRED) <= set(NAMES), f"shipped: {NAMES}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_file_matches_manifest_and_loads_by_name(name):
+    entry = pretrained.load_manifest()[name]
+    path = pretrained.verified_path(entry)  # size + SHA-256 against the manifest
+    assert path.parent == pretrained.PACKAGE_DIR
+    config = read_config(name)
+    assert (config.arch, config.preset, list(config.scales)) == (entry.arch, entry.preset, list(entry.scales))
+    with h5py.File(path, "r") as f:
+        dtypes = set()
+        f.visititems(lambda _n, o: dtypes.add(str(o.dtype)) if isinstance(o, h5py.Dataset) else None)
+    assert dtypes == {entry.card["stored_dtype"]}
+    model, _ = load_model(name)
+    assert model.count_params() > 1_000_000
+    assert all(w.dtype == "float32" for w in model.weights)
+    card = entry.card
+    for key in ("data", "steps", "schedule", "precision", "wall_hours", "hardware", "results",
+                "tflite_psnr_drop_db"):
+        assert key in card, f"{name}: model card lacks {key!r}"
+    sets = {(r["set"], r["self_ensemble"]) for r in card["results"]}
+    assert sets == {("Set5", False), ("Set5", True), ("Set14", False), ("Set14", True)}
+
+
+def _tampered_copy(tmp_path, name: str, mutate) -> None:
+    for m in SHIPPED:
+        shutil.copyfile(m.path, tmp_path / m.file)
+    shutil.copyfile(pretrained.PACKAGE_DIR / pretrained.MANIFEST, tmp_path / pretrained.MANIFEST)
+    mutate(tmp_path / pretrained.load_manifest(tmp_path)[name].file)
+
+
+def _flip_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_tampered_or_missing_file_is_refused(tmp_path, monkeypatch, capsys):
+    name = "edsr_baseline_x2"
+    _tampered_copy(tmp_path, name, _flip_byte)
+    with pytest.raises(pretrained.PretrainedError, match=r"SHA-256 of .*edsr_baseline_x2\.weights\.h5"):
+        pretrained.resolve(name, tmp_path)
+    # Through the CLI a user runs: a clear one-line error naming the file, exit 2, nothing written.
+    from edsr_tf.upscale import main
+
+    monkeypatch.setattr(pretrained, "PACKAGE_DIR", tmp_path)
+    img = tmp_path / "in.png"
+    from edsr_tf.images import write_image
+
+    write_image(img, np.full((8, 8, 3), 128, np.uint8))
+    rc = main([str(img), "--weights", name, "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "edsr_baseline_x2.weights.h5" in err and "damaged or was replaced" in err
+    assert not (tmp_path / "out").exists()
+    (tmp_path / f"{name}.weights.h5").write_bytes(b"")
+    with pytest.raises(ModelFileError, match="has 0 bytes"):
+        load_model(name)
+    (tmp_path / f"{name}.weights.h5").unlink()
+    with pytest.raises(ModelFileError, match="is missing"):
+        load_model(name)
+
+
+def test_unknown_name_lists_the_shipped_ones(tmp_path, capsys):
+    from edsr_tf.evaluate import main
+
+    rc = main(["--weights", "edsr_baseline_x5", "--dataset-dir", str(tmp_path), "--datasets", "Set5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "neither a weights file nor a shipped model" in err and "edsr_baseline_x4" in err
+
+
+def test_list_models(capsys):
+    from edsr_tf.upscale import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--list-models"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    for name in REQUIRED:
+        assert name in out and "Set5" in out
+
+
+def test_upscale_without_weights_uses_the_shipped_model(tmp_path, shared_data, capsys):
+    """`python -m edsr_tf.upscale photo.png --scale 4` on a fresh clone: the shipped x4, clearly better
+    than bicubic on a real Set5 image."""
+    from edsr_tf.images import read_image
+    from edsr_tf.imresize import bicubic_upscale
+    from edsr_tf.metrics import psnr
+    from edsr_tf.upscale import main
+
+    lr = shared_data / "benchmark" / "Set5" / "image_SRF_4" / "img_002_SRF_4_LR.png"
+    hr = read_image(shared_data / "benchmark" / "Set5" / "image_SRF_4" / "img_002_SRF_4_HR.png").channels()
+    rc = main([str(lr), "--scale", "4", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 0 and "using the shipped model edsr_baseline_x4" in err
+    sr = read_image(tmp_path / "img_002_SRF_4_LR_x4.png").channels()
+    bicubic = bicubic_upscale(read_image(lr).channels(), 4)
+    gain = psnr(sr, hr, shave=4) - psnr(bicubic, hr, shave=4)
+    assert gain > 1.0, gain
+
+
+@pytest.mark.parametrize("scale, min_gain", [(2, 2.5), (4, 1.5)])
+def test_shipped_model_beats_bicubic_on_set5_through_the_cli(tmp_path, shared_data, scale, min_gain):
+    """The paper protocol (python -m edsr_tf.evaluate) on Set5: a wide margin over bicubic that a broken
+    or untrained model cannot reach, and the manifest's own figure reproduced."""
+    from edsr_tf.evaluate import main
+
+    figures = {}
+    for method in (["--weights", f"edsr_baseline_x{scale}"], ["--bicubic", "--scale", str(scale)]):
+        out = tmp_path / f"{method[0]}.json"
+        rc = main([*method, "--dataset-dir", str(shared_data / "edsr_benchmark"), "--datasets", "Set5",
+                   "--json", str(out), "--quiet"])
+        assert rc == 0
+        figures[method[0]] = json.loads(out.read_text())["results"][0]["psnr"]
+    gain = figures["--weights"] - figures["--bicubic"]
+    assert gain >= min_gain, figures
+    card = pretrained.load_manifest()[f"edsr_baseline_x{scale}"].card
+    recorded = next(r for r in card["results"] if r["set"] == "Set5" and not r["self_ensemble"])
+    assert figures["--weights"] == pytest.approx(recorded["psnr"], abs=0.01)
+
+
+def test_train_init_from_a_shipped_name():
+    """train.py --init_from=edsr_baseline_x2 for an x4 run: all but the upsampler copied."""
+    from edsr_tf.models import ModelConfig, build_model
+    from edsr_tf.training.app import init_from_weights
+
+    config = ModelConfig.from_preset("edsr_baseline", 4)
+    model = build_model(config)
+    skipped = init_from_weights(model, config, "edsr_baseline_x2")
+    assert skipped and all(s.startswith("upsample") for s in skipped), skipped
+    src, _ = load_model("edsr_baseline_x2")
+    for name in ("head", "body_0_conv1", "tail"):
+        np.testing.assert_array_equal(np.asarray(model.get_layer(name).weights[0]),
+                                      np.asarray(src.get_layer(name).weights[0]))
