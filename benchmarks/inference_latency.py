@@ -108,14 +108,13 @@ def real_images(scale: int, limit: int | None):
     shared = Path(os.environ.get("EDSR_TF_SHARED_DATA", REPO.parent / "shared" / "data"))
     try:
         from edsr_tf.benchmark_sets import find_dataset
-        from edsr_tf.evaluate import load_pair
+        from edsr_tf.evaluation import eval_set_from_benchmark
 
-        bset = find_dataset(shared, "Set5", scale)
+        images = eval_set_from_benchmark(find_dataset(shared, "Set5", scale)).images
         pairs = []
-        for p in bset.pairs[:limit]:
-            lr, hr = load_pair(p.hr, p.lr, scale)
-            if lr.ndim == 3:  # RGB only: the model is RGB and gray sets are scored on intensity
-                pairs.append((p.name, lr, hr))
+        for im in images[:limit]:
+            if im.lr.ndim == 3:  # RGB only: the model is RGB and gray sets are scored on intensity
+                pairs.append((im.name, im.lr, im.hr))
         return f"Set5 ({shared})", pairs
     except Exception as e:  # absent data or other layout: fall back to the embedded photo
         from edsr_tf.export.verify import verification_images
@@ -152,7 +151,7 @@ def main(argv=None) -> int:
     from edsr_tf.export.calibration import calibration_patches
     from edsr_tf.export.common import export_conversion_savedmodel, inference_model
     from edsr_tf.export.verify import KerasRunner
-    from edsr_tf.metrics import psnr
+    from edsr_tf.metrics import evaluate_pair
     from edsr_tf.models import ModelConfig, build_model, load_model, model_for_scale
 
     scales = [int(s) for s in args.scales.split(",")]
@@ -221,8 +220,8 @@ def main(argv=None) -> int:
             if args.psnr_images > 0:
                 source, pairs = real_images(scale, args.psnr_images)
                 for name, runner in runners.items():
-                    vals = [psnr(runner.run(lr[None].astype(np.float32))[0], hr, shave=scale)
-                            for _, lr, hr in pairs]
+                    vals = [evaluate_pair(runner.run(lr[None].astype(np.float32))[0], hr, scale,
+                                          with_ssim=False)["psnr"] for _, lr, hr in pairs]
                     quality.append({"scale": scale, "runtime": name, "psnr_db": float(np.mean(vals)),
                                     "images": source, "n": len(pairs), "model": model_name})
                 ref = next((q["psnr_db"] for q in quality if q["scale"] == scale and q["runtime"] == "keras"), None)

@@ -9,8 +9,8 @@ precision, wall time, the Set5 validation curve). Then, all measured in this run
 
 1. stores the weights as float16 in ``edsr_tf/pretrained/<name>.weights.h5`` when that changes
    Set5/Set14 PSNR by at most ``--fp16_tolerance`` dB (else float32), and reports the size;
-2. evaluates the shipped file on Set5 and Set14 (paper protocol, ``edsr_tf.evaluate``), with and
-   without self-ensemble, next to bicubic;
+2. evaluates the shipped file on Set5 and Set14 (paper protocol,
+   ``edsr_tf.evaluation.evaluate_set``), with and without self-ensemble, next to bicubic;
 3. exports it to TFLite dynamic-range and int8 (``python -m export``'s library, calibrated on the
    training images) and records the PSNR drop of each against the Keras model on whole Set5/Set14;
 4. writes SHA-256, size and the card into ``edsr_tf/pretrained/manifest.json``.
@@ -103,7 +103,7 @@ def store_fp16(src: Path, dst: Path) -> None:
 
 def evaluate(weights: Path | None, scale: int, dataset_dir: Path, *, self_ensemble: bool = False) -> dict:
     from edsr_tf.benchmark_sets import find_datasets
-    from edsr_tf.evaluate import bicubic_sr, evaluate_set, model_sr
+    from edsr_tf.evaluation import bicubic_sr, eval_set_from_benchmark, evaluate_set, model_sr
     from edsr_tf.models import load_model, model_for_scale
 
     if weights is None:
@@ -113,8 +113,8 @@ def evaluate(weights: Path | None, scale: int, dataset_dir: Path, *, self_ensemb
         sr = model_sr(model_for_scale(model, config, scale), scale, self_ensemble=self_ensemble)
     out = {}
     for bset in find_datasets(dataset_dir, list(SETS), scale):
-        r = evaluate_set(bset, sr)
-        out[r["dataset"]] = {"psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4), "images": r["images"]}
+        r = evaluate_set(sr, eval_set_from_benchmark(bset))
+        out[r["set"]] = {"psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4), "images": r["images"]}
     return out
 
 

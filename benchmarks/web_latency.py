@@ -96,7 +96,7 @@ def bench_scale(scale: int, weights: str | None, size: int, runs: int, browser, 
     rec["onnxruntime"] = _time(lambda: ort.run(x), runs)
     tfl = tflite.TFLiteRunner(tfl_path, num_threads=threads)
     rec["tflite_fp32"] = _time(lambda: tfl.run(x), runs)
-    reference = quantize(np.clip(np.asarray(net(x, training=False))[0], 0, 255))
+    reference = quantize(np.asarray(net(x, training=False))[0])
     del ort, tfl
 
     with web.serve(folder) as url:

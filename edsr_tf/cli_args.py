@@ -66,6 +66,19 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def tile_arg(text: str) -> int | str:
+    """``--tile`` value: 'auto' or a non-negative integer."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def max_pixels_arg(text: str) -> int:
     """``--max-pixels`` value: pixels as an integer, or megapixels with an ``M`` (``250M``); 0 = no limit."""
     t = text.strip().replace("_", "").replace(",", "")

@@ -1,37 +1,28 @@
-"""Paper-protocol evaluation: ``python -m edsr_tf.evaluate``.
+"""Paper-protocol evaluation: ``python -m edsr_tf.evaluate`` (a front end of :mod:`edsr_tf.evaluation`).
 
 For every image of every requested set: the LR (official file, or made from the
 HR with MATLAB-bicubic ``imresize`` when absent) is super-resolved (or
 bicubic-upscaled with ``--bicubic``), rounded to uint8 and scored against the HR
-cropped to LR size × scale with :func:`edsr_tf.metrics.evaluate_pair` (Y channel,
+cropped to LR size × scale by :func:`edsr_tf.evaluation.evaluate_set` (Y channel,
 ``scale`` px shaved; DIV2K: RGB, ``scale + 6`` shaved). An official LR must be
 ``floor(HR / scale)`` in both dimensions, and every LR file must match an HR image:
 anything else is an error naming the file, found from the headers before any model work,
 as are unwritable ``--json``/``--save-dir`` paths. A grayscale HR is scored
 on its own intensity; the model's three output channels are averaged for it.
 Prints a markdown PSNR/SSIM table (mean over images per set) and optionally
-writes everything, per image included, as JSON (atomically).
+writes everything, per image included, as JSON (atomically; the schema of
+:data:`edsr_tf.evaluation.RESULT_KEYS`, non-finite numbers as null).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-import numpy as np
-
-from edsr_tf.benchmark_sets import (
-    BenchmarkSet,
-    DatasetNotFoundError,
-    find_datasets,
-    lr_size_problem,
-    pair_problems,
-)
+from edsr_tf.benchmark_sets import DatasetNotFoundError, find_datasets, pair_problems
 from edsr_tf.cli_args import (
     WEIGHTS_HELP,
     add_list_models,
@@ -40,157 +31,25 @@ from edsr_tf.cli_args import (
     print_error,
     quiet_tensorflow,
     sr_args_error,
+    tile_arg,
 )
-from edsr_tf.images import ImageReadError, LoadedImage, atomic_write_bytes, read_image, write_image
+from edsr_tf.evaluation import (
+    EvaluationError,
+    bicubic_sr,
+    eval_set_from_benchmark,
+    evaluate_set,
+    markdown_table,
+    model_sr,
+    write_json,
+)
+from edsr_tf.images import ImageReadError, write_image
 
 DEFAULT_DATASETS = "Set5,Set14,B100,Urban100"
-
-#: A super-resolver: LR image ([h,w] gray or [h,w,3] RGB, uint8) → SR uint8 of the same layout.
-SRFn = Callable[[np.ndarray], np.ndarray]
-
-
-class EvaluationError(ValueError):
-    """An image of a benchmark set cannot be evaluated (unreadable, too small, ...)."""
-
-
-def _to_uint8(img: LoadedImage) -> np.ndarray:
-    """The image as stored ([h,w] or [h,w,3]) in uint8 (16-bit files scaled by 1/257)."""
-    a = img.channels()
-    if img.bit_depth == 16:
-        from edsr_tf.metrics import quantize
-
-        a = quantize(a.astype(np.float64) / 257.0)
-    return a
-
-
-def load_pair(pair_hr: Path, pair_lr: Path | None, scale: int, *,
-              max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(LR, HR) uint8 arrays of one test image, HR cropped to LR size × ``scale``.
-
-    A given LR must be ``floor(HR / scale)`` in both dimensions, else
-    :class:`EvaluationError` naming the LR file and both sizes. A missing LR is made
-    from the HR (first cropped to a multiple of ``scale``) with MATLAB-bicubic
-    ``imresize``. Gray/RGB layouts of the pair are unified to the HR's. ``max_pixels``:
-    as :func:`edsr_tf.images.read_image`.
-    """
-    from edsr_tf.imresize import imresize
-
-    hr = _to_uint8(read_image(pair_hr, max_pixels=max_pixels))
-    if pair_lr is None:
-        h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
-        if h == 0 or w == 0:
-            raise EvaluationError(f"{pair_hr}: {hr.shape[1]}x{hr.shape[0]} is smaller than x{scale}")
-        hr = hr[:h, :w]
-        return imresize(hr, scale=1.0 / scale), hr
-    lr = _to_uint8(read_image(pair_lr, max_pixels=max_pixels))
-    if lr.ndim != hr.ndim:  # e.g. a gray HR saved with an RGB LR: follow the HR.
-        lr = lr[..., 0] if hr.ndim == 2 else np.repeat(lr[..., None], 3, axis=-1)
-    problem = lr_size_problem(Path(pair_hr), (hr.shape[1], hr.shape[0]), Path(pair_lr),
-                              (lr.shape[1], lr.shape[0]), scale)
-    if problem:
-        raise EvaluationError(problem)
-    h, w = lr.shape[0] * scale, lr.shape[1] * scale
-    return lr, hr[:h, :w]
-
-
-def bicubic_sr(scale: int) -> SRFn:
-    """The papers' Bicubic baseline (MATLAB imresize, uint8 result)."""
-    from edsr_tf.imresize import bicubic_upscale
-
-    return lambda lr: bicubic_upscale(lr, scale)
-
-
-def model_sr(model, scale: int, **upscale_kwargs) -> SRFn:
-    """A model-based super-resolver (keywords go to :func:`edsr_tf.inference.upscale_array`)."""
-    from edsr_tf.images import quantize_to
-    from edsr_tf.inference import upscale_array
-
-    def run(lr: np.ndarray) -> np.ndarray:
-        rgb = np.repeat(lr[..., None], 3, axis=-1) if lr.ndim == 2 else lr
-        sr = upscale_array(model, scale, rgb.astype(np.float32), **upscale_kwargs)
-        if lr.ndim == 2:
-            sr = sr.mean(axis=-1, dtype=np.float32)
-        return quantize_to(sr, 8)
-
-    return run
-
-
-def evaluate_set(
-    bset: BenchmarkSet,
-    sr_fn: SRFn,
-    *,
-    limit: int | None = None,
-    save_dir: Path | None = None,
-    progress: bool = False,
-    max_pixels: int | None = None,
-) -> dict:
-    """Scores ``sr_fn`` on ``bset``: mean PSNR/SSIM and per-image figures."""
-    from edsr_tf.metrics import evaluate_pair
-
-    pairs = bset.pairs[:limit] if limit else bset.pairs
-    per_image = []
-    it = pairs
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(pairs, desc=f"{bset.name} x{bset.scale}", unit="img", leave=False, file=sys.stderr)
-    for pair in it:
-        try:
-            lr, hr = load_pair(pair.hr, pair.lr, bset.scale, max_pixels=max_pixels)
-        except ImageReadError as e:
-            raise EvaluationError(str(e)) from None
-        sr = sr_fn(lr)
-        if sr.shape != hr.shape:
-            raise EvaluationError(
-                f"{pair.hr}: SR output {sr.shape} does not match HR {hr.shape} (wrong scale?)"
-            )
-        scores = evaluate_pair(sr, hr, bset.scale, div2k=bset.div2k)
-        per_image.append({"name": pair.name, **scores, "generated_lr": pair.lr is None})
-        if save_dir is not None:
-            write_image(save_dir / bset.name / f"{pair.name}_x{bset.scale}.png", sr)
-    psnrs = [r["psnr"] for r in per_image]
-    return {
-        "dataset": bset.name,
-        "path": str(bset.root),
-        "layout": bset.layout,
-        "scale": bset.scale,
-        "images": len(per_image),
-        "generated_lr": sum(r["generated_lr"] for r in per_image),
-        "protocol": "RGB, shave scale+6" if bset.div2k else "Y (BT.601), shave scale",
-        "psnr": float(np.mean(psnrs)),
-        "ssim": float(np.mean([r["ssim"] for r in per_image])),
-        "per_image": per_image,
-    }
-
-
-def markdown_table(results: Sequence[dict], method: str) -> str:
-    """Paper-style table: one row per set, PSNR (dB) to 2 decimals, SSIM to 4."""
-    lines = [
-        f"| Dataset | Scale | Images | {method} PSNR (dB) | {method} SSIM |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['dataset']} | x{r['scale']} | {r['images']} | {r['psnr']:.2f} | {r['ssim']:.4f} |"
-        )
-    return "\n".join(lines)
-
-
-def _json_safe(x):
-    # JSON has no Infinity: identical images (PSNR inf) are written as null.
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_json_safe(v) for v in x]
-    return x
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m edsr_tf.evaluate``."""
     from edsr_tf.inference import DEFAULT_TILE
-    from edsr_tf.upscale import tile_arg
 
     p = argparse.ArgumentParser(
         prog="python -m edsr_tf.evaluate",
@@ -300,10 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     t0 = time.perf_counter()
     for bset in sets:
+        on_image = None
+        if args.save_dir is not None:
+            def on_image(scored, folder=args.save_dir / bset.name, scale=scale):
+                write_image(folder / f"{scored.image.name}_x{scale}.png", scored.sr)
         try:
             results.append(
-                evaluate_set(bset, sr_fn, limit=args.limit, save_dir=args.save_dir,
-                             progress=not args.quiet, max_pixels=args.max_pixels)
+                evaluate_set(sr_fn, eval_set_from_benchmark(bset, max_pixels=args.max_pixels),
+                             limit=args.limit, progress=not args.quiet, on_image=on_image)
             )
         except (EvaluationError, ImageReadError, ValueError, OSError) as e:
             print_error(f"{bset.name}: {e}")
@@ -312,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"note: {bset.name}: {results[-1]['generated_lr']} LR images made with imresize "
                   "(no official LR file found)", file=sys.stderr)
     seconds = time.perf_counter() - t0
-    print(markdown_table(results, method))
+    print(markdown_table(results, method=method), end="")
     if args.json:
         doc = {
             "method": method,
@@ -326,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "results": results,
         }
         try:
-            atomic_write_bytes(args.json, (json.dumps(_json_safe(doc), indent=2) + "\n").encode())
+            write_json(args.json, doc)
         except OSError as e:
             print_error(f"--json {args.json}: cannot write ({e.strerror or e})")
             return 1

@@ -524,20 +524,30 @@ def write_image(
     return atomic_write_bytes(path, data)
 
 
-def quantize_to(img: np.ndarray, bit_depth: int, *, rows_per_chunk: int = 256) -> np.ndarray:
-    """Float image in [0, 255] → uint8, or uint16 (×257) for ``bit_depth`` 16.
+def quantize_to(img: np.ndarray, bit_depth: int = 8, *, rows_per_chunk: int = 256) -> np.ndarray:
+    """Image values in [0, 255] → uint8, or uint16 (×257) for ``bit_depth`` 16.
 
-    Clipped, then rounded half away from zero as MATLAB's ``uint8(x)``: for 8 bits
-    this equals :func:`edsr_tf.metrics.quantize`. Works through row blocks so an
+    Clipped, then rounded half away from zero as MATLAB's ``uint8(x)``: the one
+    round-and-clip of the repository (:func:`edsr_tf.metrics.quantize` is this with 8
+    bits; model outputs, 16-bit files scored in 8 bits, eval sets made from float
+    datasets all go through it). An array already of the target dtype is returned
+    unchanged; integer input is taken as values on the 0-255 scale (clipped);
+    boolean or non-numeric input is a ``TypeError``. Works through row blocks so an
     8K float image needs no full-size float64 temporaries (upscaler peak memory).
     """
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
     x = np.asarray(img)
     dtype, hi, mul = (np.uint8, 255.0, 1.0) if bit_depth == 8 else (np.uint16, 65535.0, 257.0)
+    if x.dtype == dtype:
+        return x
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise TypeError(f"quantize: expected a float or integer image, got dtype {x.dtype}")
+    if x.ndim == 0:
+        return dtype(np.floor(min(max(float(x) * mul, 0.0), hi) + 0.5))
     out = np.empty(x.shape, dtype)
     for r in range(0, max(x.shape[0], 1), rows_per_chunk):
-        block = x[r : r + rows_per_chunk].astype(np.float64)  # as metrics.quantize
+        block = x[r : r + rows_per_chunk].astype(np.float64)
         if mul != 1.0:
             block *= mul
         np.clip(block, 0.0, hi, out=block)

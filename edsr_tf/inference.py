@@ -25,6 +25,8 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from edsr_tf.dihedral import N_DIHEDRAL, dihedral, dihedral_inverse, transposes
+
 #: Activation memory one tile window may use (estimated by :func:`auto_tile`): an
 #: edsr_baseline x4 window is then 354 LR px (tile 280 + 2x37 overlap) and a 2040x1356
 #: input at x4 (8K output) peaks at 2.4 GiB RSS (benchmarks/upscale_memory.py).
@@ -32,9 +34,6 @@ DEFAULT_TILE_MEMORY = 3 << 29  # 1.5 GiB
 
 #: What the CLIs' ``--tile`` defaults to: a per-model size from :func:`auto_tile`.
 DEFAULT_TILE = "auto"
-
-#: Number of geometric transforms in the self-ensemble (EDSR+).
-N_ENSEMBLE = 8
 
 ProgressFn = Callable[[int, int], None]
 
@@ -151,6 +150,7 @@ def auto_tile(model, overlap: int, memory_bytes: int = DEFAULT_TILE_MEMORY) -> i
     floor = max(32, -(-2 * overlap // 8) * 8)
     return max(floor, (window - 2 * overlap) // 8 * 8)
 
+
 def small_tile_warning(model, scale: int, tile, tile_overlap: int | None = None) -> str | None:
     """A warning when an explicit ``tile`` is smaller than the overlap (slow, not wrong), else None.
 
@@ -197,30 +197,6 @@ def _predict_fn(model, scale: int):
     return fn
 
 
-def _forward(x: np.ndarray, t: int) -> np.ndarray:
-    """Transform ``t`` of the dihedral group on [..., H, W, C]: optional flip, then k·90°."""
-    if t >= 4:
-        x = x[..., :, ::-1, :]
-    return np.rot90(x, t % 4, axes=(-3, -2))
-
-
-def _inverse(y: np.ndarray, t: int) -> np.ndarray:
-    y = np.rot90(y, -(t % 4), axes=(-3, -2))
-    if t >= 4:
-        y = y[..., :, ::-1, :]
-    return y
-
-
-def ensemble_transforms(x: np.ndarray) -> list[np.ndarray]:
-    """The 8 flips/rotations of ``x`` ([H, W, C]) used by the self-ensemble, in order."""
-    return [_forward(x, t) for t in range(N_ENSEMBLE)]
-
-
-def ensemble_inverse(ys: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Undoes :func:`ensemble_transforms` on the 8 corresponding outputs."""
-    return [_inverse(y, t) for t, y in enumerate(ys)]
-
-
 def _chunks(seq: Sequence, n: int) -> Iterator[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
@@ -264,7 +240,7 @@ def upscale_tiles(
         tile = auto_tile(net, overlap)
     predict = _predict_fn(model, scale)
     grid = tile_grid(h, w, tile or None, overlap)
-    transforms = list(range(N_ENSEMBLE)) if self_ensemble else [0]
+    transforms = list(range(N_DIHEDRAL)) if self_ensemble else [0]
 
     import tensorflow as tf
 
@@ -272,14 +248,14 @@ def upscale_tiles(
     for windows in _chunks(grid, batch_size):
         acc: list[np.ndarray | None] = [None] * len(windows)
         jobs = [(i, t) for i in range(len(windows)) for t in transforms]
-        # Odd rotations transpose a non-square window: batch each shape separately.
-        for group in ([j for j in jobs if j[1] % 2 == 0], [j for j in jobs if j[1] % 2 == 1]):
+        # Transposing transforms change a non-square window's shape: batch each shape separately.
+        for group in ([j for j in jobs if not transposes(j[1])], [j for j in jobs if transposes(j[1])]):
             for sub in _chunks(group, batch_size):
                 crops = []
                 for i, t in sub:
                     ty, tx = windows[i]
                     win = x[ty.win_start : ty.win_start + ty.win_len, tx.win_start : tx.win_start + tx.win_len]
-                    crops.append(_forward(win, t))
+                    crops.append(dihedral(win, t))
                 batch = np.stack(crops)
                 del crops
                 y = predict(tf.constant(batch)).numpy()
@@ -289,7 +265,7 @@ def upscale_tiles(
                         "wrong scale for these weights?"
                     )
                 for (i, t), yi in zip(sub, y):
-                    yi = _inverse(yi, t)
+                    yi = dihedral_inverse(yi, t)
                     if acc[i] is None:
                         acc[i] = np.array(yi, np.float32)
                     else:
@@ -329,7 +305,8 @@ def upscale_array(
         :func:`auto_tile` (memory-bounded; what the CLIs use).
       tile_overlap: LR context pixels on each side of a tile; None = the model's
         :func:`receptive_field_radius` (exact). Smaller is faster, approximate.
-      self_ensemble: average the outputs of the 8 flips/rotations (EDSR+).
+      self_ensemble: average the outputs of the 8 flips/rotations (EDSR+), the transforms of
+        :mod:`edsr_tf.dihedral`, each undone on its output before averaging.
       batch_size: windows (or ensemble transforms) per model call.
       progress: called as ``progress(done_tiles, total_tiles)`` after each batch.
 

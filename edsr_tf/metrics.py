@@ -1,4 +1,4 @@
-"""PSNR and SSIM exactly as SR papers (and EDSR) report them, in NumPy and in-graph TensorFlow.
+"""PSNR and SSIM exactly as SR papers (and EDSR) report them (NumPy).
 
 Protocol (MATLAB evaluation scripts of the SR literature):
 
@@ -12,27 +12,26 @@ Protocol (MATLAB evaluation scripts of the SR literature):
    (``y_channel=False``) SSIM is the mean over the three channels.
 
 PSNR of identical images is ``inf`` (MSE = 0), as MATLAB returns.
+
+Every evaluation (the evaluate CLI, validation and the final table of training, export
+verification, the benchmarks) scores through :func:`evaluate_pair`, via
+:func:`edsr_tf.evaluation.evaluate_set` where whole sets are scored.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:  # TensorFlow is imported lazily: NumPy-only evaluation need not load it
-    import tensorflow as tf
+from edsr_tf.images import quantize_to
 
 __all__ = [
     "evaluate_pair",
     "gaussian_window",
     "psnr",
-    "psnr_tf",
     "quantize",
     "rgb_to_y",
     "ssim",
-    "ssim_tf",
 ]
 
 PEAK = 255.0
@@ -47,18 +46,10 @@ _Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
 def quantize(img: np.ndarray) -> np.ndarray:
     """Round half away from zero and clip to [0, 255], as uint8 (MATLAB's ``uint8(x)``).
 
-    uint8 input is returned unchanged; other integer types are clipped.
+    uint8 input is returned unchanged; other integer types are clipped. The one rounding of
+    the repository: :func:`edsr_tf.images.quantize_to` with 8 bits.
     """
-    img = np.asarray(img)
-    if img.dtype == np.uint8:
-        return img
-    if img.dtype == np.bool_ or not (
-        np.issubdtype(img.dtype, np.floating) or np.issubdtype(img.dtype, np.integer)
-    ):
-        raise TypeError(f"quantize: expected a float or integer image, got dtype {img.dtype}")
-    if np.issubdtype(img.dtype, np.integer):
-        return np.clip(img, 0, 255).astype(np.uint8)
-    return np.floor(np.clip(img.astype(np.float64), 0.0, 255.0) + 0.5).astype(np.uint8)
+    return quantize_to(img, 8)
 
 
 def rgb_to_y(img_uint8: np.ndarray) -> np.ndarray:
@@ -166,17 +157,17 @@ def _filter_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ssim_map(a, b, filter_valid):
-    """Wang et al.'s SSIM map from Gaussian 'valid' filtering; NumPy or TF arrays alike."""
+def _ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Wang et al.'s SSIM map from Gaussian 'valid' filtering."""
     g = gaussian_window()
     c1 = (SSIM_K1 * PEAK) ** 2
     c2 = (SSIM_K2 * PEAK) ** 2
-    mu_a = filter_valid(a, g)
-    mu_b = filter_valid(b, g)
+    mu_a = _filter_valid(a, g)
+    mu_b = _filter_valid(b, g)
     mu_a2, mu_b2, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
-    var_a = filter_valid(a * a, g) - mu_a2
-    var_b = filter_valid(b * b, g) - mu_b2
-    cov = filter_valid(a * b, g) - mu_ab
+    var_a = _filter_valid(a * a, g) - mu_a2
+    var_b = _filter_valid(b * b, g) - mu_b2
+    cov = _filter_valid(a * b, g) - mu_ab
     return ((2 * mu_ab + c1) * (2 * cov + c2)) / ((mu_a2 + mu_b2 + c1) * (var_a + var_b + c2))
 
 
@@ -187,7 +178,7 @@ def _ssim_channels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             f"ssim: the compared region ({a.shape[0]}x{a.shape[1]} after shaving) is smaller "
             f"than the {SSIM_WINDOW}x{SSIM_WINDOW} window"
         )
-    return _ssim_map(a, b, _filter_valid).mean(axis=(0, 1))
+    return _ssim_map(a, b).mean(axis=(0, 1))
 
 
 def ssim(sr: np.ndarray, hr: np.ndarray, shave: int = 0, y_channel: bool = True) -> float:
@@ -200,12 +191,13 @@ def ssim(sr: np.ndarray, hr: np.ndarray, shave: int = 0, y_channel: bool = True)
     return float(np.mean(_ssim_channels(a, b)))
 
 
-def evaluate_pair(sr: np.ndarray, hr: np.ndarray, scale: int, *, div2k: bool = False) -> dict:
+def evaluate_pair(sr: np.ndarray, hr: np.ndarray, scale: int, *, div2k: bool = False,
+                  with_ssim: bool = True) -> dict:
     """``{"psnr": dB, "ssim": value}`` with the paper protocol for ``scale``.
 
     Benchmarks (Set5, Set14, B100, Urban100): Y channel, shave ``scale``. ``div2k=True``: RGB,
     shave ``scale + 6`` (DIV2K validation as in the EDSR paper). ``hr`` must already be cropped to
-    the size of ``sr``.
+    the size of ``sr``. ``with_ssim=False``: PSNR only (``"ssim"`` is None), for quick checks.
     """
     scale = int(scale)
     if scale < 1:
@@ -215,96 +207,5 @@ def evaluate_pair(sr: np.ndarray, hr: np.ndarray, scale: int, *, div2k: bool = F
     a, b = _prepare(sr, hr, shave, y_channel, "evaluate_pair")
     return {
         "psnr": _psnr_from_mse(float(np.mean((a - b) ** 2))),
-        "ssim": float(np.mean(_ssim_channels(a, b))),
+        "ssim": float(np.mean(_ssim_channels(a, b))) if with_ssim else None,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# TensorFlow (in-graph, for validation during training). Computed in float64 so that they agree
-# with the NumPy versions to rounding error; inputs are small validation batches.
-
-
-def _prepare_tf(sr, hr, shave: int, y_channel: bool, name: str):
-    import tensorflow as tf
-
-    sr = tf.convert_to_tensor(sr)
-    hr = tf.convert_to_tensor(hr)
-    for label, t in (("sr", sr), ("hr", hr)):
-        if t.shape.rank != 4 or t.shape[-1] not in (1, 3):
-            raise ValueError(f"{name}: {label} must be [N, H, W, 3] or [N, H, W, 1], got {t.shape}")
-    if not sr.shape.is_compatible_with(hr.shape):
-        raise ValueError(f"{name}: sr and hr shapes differ: sr {sr.shape} vs hr {hr.shape}")
-    shave = int(shave)
-    if shave < 0:
-        raise ValueError(f"{name}: shave must be >= 0, got {shave}")
-    checks = [
-        tf.debugging.assert_equal(
-            tf.shape(sr), tf.shape(hr), message=f"{name}: sr and hr shapes differ"
-        ),
-        tf.debugging.assert_greater(
-            tf.shape(hr)[1:3],
-            2 * shave,
-            message=f"{name}: shaving {shave} px leaves nothing of the image",
-        ),
-    ]
-    outs = []
-    with tf.control_dependencies(checks):
-        for t in (sr, hr):
-            t = tf.cast(t, tf.float64)
-            t = tf.floor(tf.clip_by_value(t, 0.0, PEAK) + 0.5)  # quantize like NumPy's quantize
-            if t.shape[-1] == 3 and y_channel:
-                t = 16.0 + tf.tensordot(t, tf.constant(_Y_WEIGHTS), axes=[[3], [0]]) / 255.0
-                t = tf.floor(t + 0.5)[..., None]
-            if shave:
-                t = t[:, shave:-shave, shave:-shave, :]
-            outs.append(t)
-    return outs[0], outs[1]
-
-
-def psnr_tf(sr: "tf.Tensor", hr: "tf.Tensor", shave: int, y_channel: bool = True) -> "tf.Tensor":
-    """Per-image PSNR ``[N]`` (float64) of float ``[N, H, W, 3|1]`` batches in [0, 255].
-
-    Same protocol as :func:`psnr` (quantize, rounded Y, shave); ``inf`` for identical images.
-    """
-    import tensorflow as tf
-
-    a, b = _prepare_tf(sr, hr, shave, y_channel, "psnr_tf")
-    mse = tf.reduce_mean(tf.square(a - b), axis=[1, 2, 3])
-    return 10.0 * tf.math.log(PEAK * PEAK / mse) / tf.math.log(tf.constant(10.0, tf.float64))
-
-
-def _filter_valid_tf(x: "tf.Tensor", g: np.ndarray) -> "tf.Tensor":
-    """Separable 'valid' Gaussian of ``[N, H, W, C]`` by shifted sums (any dtype, any device)."""
-    import tensorflow as tf
-
-    k = g.shape[0]
-    h = tf.shape(x)[1] - k + 1
-    rows = g[0] * x[:, 0:h]
-    for i in range(1, k):
-        rows = rows + g[i] * x[:, i : i + h]
-    w = tf.shape(x)[2] - k + 1
-    out = g[0] * rows[:, :, 0:w]
-    for i in range(1, k):
-        out = out + g[i] * rows[:, :, i : i + w]
-    return out
-
-
-def ssim_tf(sr: "tf.Tensor", hr: "tf.Tensor", shave: int, y_channel: bool = True) -> "tf.Tensor":
-    """Per-image SSIM ``[N]`` (float64) of float ``[N, H, W, 3|1]`` batches in [0, 255].
-
-    Same protocol as :func:`ssim`: Gaussian 11x11 window, sigma 1.5, 'valid' filtering, mean of
-    the map (and of the channels for RGB with ``y_channel=False``).
-    """
-    import tensorflow as tf
-
-    a, b = _prepare_tf(sr, hr, shave, y_channel, "ssim_tf")
-    checks = [
-        tf.debugging.assert_greater_equal(
-            tf.shape(a)[1:3],
-            SSIM_WINDOW,
-            message=f"ssim_tf: the compared region is smaller than the {SSIM_WINDOW}px window",
-        )
-    ]
-    with tf.control_dependencies(checks):
-        a = tf.identity(a)
-    return tf.reduce_mean(_ssim_map(a, b, _filter_valid_tf), axis=[1, 2, 3])

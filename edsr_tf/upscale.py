@@ -33,6 +33,7 @@ from edsr_tf.cli_args import (
     print_error,
     quiet_tensorflow,
     sr_args_error,
+    tile_arg,
 )
 from edsr_tf.images import (
     IMAGE_SUFFIXES,
@@ -139,19 +140,6 @@ def output_path(out_dir: Path, src: Path, scale: int, *, bicubic: bool = False,
     if keep_format and src.suffix.lower() in IMAGE_SUFFIXES and bit_depth == 8:
         ext = src.suffix.lower()
     return out_dir / f"{src.stem}_x{scale}{'_bicubic' if bicubic else ''}{ext}"
-
-
-def tile_arg(text: str) -> int | str:
-    """``--tile`` value: 'auto' or a non-negative integer."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 @dataclasses.dataclass

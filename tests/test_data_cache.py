@@ -114,14 +114,26 @@ def test_stale_entry_rebuilt_with_new_content(div2k, tmp_path, count_decodes, ca
     assert count_decodes == ["0001.png"]
     assert any("stale" in r.getMessage() for r in caplog.records)
     assert_same(got, first_batches(div2k, None))
-    np.testing.assert_array_equal(DecodedImageCache(cache_dir).file_entry(hr).load(), new)
+    np.testing.assert_array_equal(np.load(DecodedImageCache(cache_dir).file_entry(hr).path), new)
 
 
 def test_cache_store_lookup_roundtrip(tmp_path):
     c = DecodedImageCache(tmp_path)
     arr = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     entry = c.store("k/img.png", {"source": "x", "size": 1}, arr)
-    np.testing.assert_array_equal(entry.load(), arr)
+    np.testing.assert_array_equal(np.load(entry.path), arr)  # a plain .npy file
     assert c.lookup("k/img.png", {"source": "x", "size": 1}) == entry
     assert c.lookup("k/img.png", {"source": "x", "size": 2}) is None  # stale fingerprint
     assert c.lookup("other", {"source": "x"}) is None
+
+
+def test_sources_do_not_import_the_cache():
+    """``data.cache`` imports ``data.sources``, never the reverse (no import cycle)."""
+    import ast
+
+    import edsr_tf.data.sources as sources_mod
+
+    tree = ast.parse(Path(sources_mod.__file__).read_text())
+    imported = {"." * n.level + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m.startswith(("edsr_tf.data", "."))}, imported

@@ -3,15 +3,38 @@
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edsr_tf.benchmark_sets import DatasetNotFoundError, find_dataset
 from edsr_tf.evaluate import main
+from edsr_tf.evaluation import IMAGE_KEYS, RESULT_KEYS
 from edsr_tf.images import write_image
 from edsr_tf.metrics import evaluate_pair
 from edsr_tf.models import ModelConfig, build_model, save_model
+
+
+#: The documented schema (README, Evaluate): a change to it must change this test too.
+DOCUMENTED_RESULT_KEYS = ("set", "scale", "images", "protocol", "psnr", "ssim", "bicubic_psnr",
+                          "bicubic_ssim", "generated_lr", "path", "layout", "per_image")
+DOCUMENTED_IMAGE_KEYS = ("image", "psnr", "ssim", "bicubic_psnr", "bicubic_ssim", "generated_lr")
+CLI_DOC_KEYS = {"method", "weights", "config", "scale", "self_ensemble", "tile", "tile_overlap",
+                "seconds", "results"}
+
+
+def _refuse_constant(name):
+    raise AssertionError(f"not valid JSON: {name}")
+
+
+def strict_json(path: Path) -> dict:
+    """The file parsed as strict JSON: NaN/Infinity (which json.dumps writes by default) fail."""
+    return json.loads(Path(path).read_text(), parse_constant=_refuse_constant)
+
+
+def test_schema_constants_are_the_documented_ones():
+    assert RESULT_KEYS == DOCUMENTED_RESULT_KEYS and IMAGE_KEYS == DOCUMENTED_IMAGE_KEYS
 
 
 def readme_figures(shared_data):
@@ -37,7 +60,7 @@ def test_bicubic_reproduces_reference_figures(shared_data, layout, tmp_path, cap
                    "--datasets", "Set5,Set14", "--json", str(out), "--quiet"])
         table = capsys.readouterr().out
         assert rc == 0
-        results = {r["dataset"]: r for r in json.loads(out.read_text())["results"]}
+        results = {r["set"]: r for r in strict_json(out)["results"]}
         for name in ("Set5", "Set14"):
             got, ref = results[name]["psnr"], figures[(name, layout)][i]
             print(f"{layout} {name} x{scale}: bicubic PSNR {got:.3f} dB (reference {ref})")
@@ -55,30 +78,35 @@ def test_tiny_model_table_and_json(shared_data, tmp_path, capsys):
                "--save-dir", str(tmp_path / "sr"), "--quiet"])
     table = capsys.readouterr().out
     assert rc == 0
-    doc = json.loads(out.read_text())
+    doc = strict_json(out)
+    assert set(doc) == CLI_DOC_KEYS
     assert doc["config"] == config.to_dict() and doc["scale"] == 2 and not doc["self_ensemble"]
-    assert [r["dataset"] for r in doc["results"]] == ["Set5", "Set14"]  # named as the folders
+    assert [r["set"] for r in doc["results"]] == ["Set5", "Set14"]  # named as the folders
     for r in doc["results"]:
-        assert r["images"] == 3 and r["layout"] == "edsr"
-        # Random weights: SSIM can be anywhere in [-1, 1] (it is negative for some draws).
-        assert math.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1
+        assert tuple(r) == DOCUMENTED_RESULT_KEYS
+        assert r["images"] == 3 and r["layout"] == "edsr" and r["generated_lr"] == 0
+        assert r["bicubic_psnr"] is None and r["bicubic_ssim"] is None  # not asked for
+        assert [p["image"] for p in r["per_image"]] == sorted(p["image"] for p in r["per_image"])
+        for p in r["per_image"]:
+            assert tuple(p) == DOCUMENTED_IMAGE_KEYS
         assert r["psnr"] == pytest.approx(np.mean([p["psnr"] for p in r["per_image"]]))
-        assert f"| {r['dataset']} | x2 | 3 | {r['psnr']:.2f} | {r['ssim']:.4f} |" in table
-    assert "edsr PSNR (dB)" in table.splitlines()[0]
+        assert r["ssim"] == pytest.approx(np.mean([p["ssim"] for p in r["per_image"]]))
+        assert f"| {r['set']} | x2 | 3 | {r['psnr']:.2f} | {r['ssim']:.4f} |" in table
+    assert table.splitlines()[0] == "| set | scale | images | edsr PSNR | edsr SSIM |"
     # The saved SR image scores what the table says.
-    from edsr_tf.evaluate import load_pair
+    from edsr_tf.evaluation import load_pair
     from edsr_tf.images import read_image
 
     first = doc["results"][0]["per_image"][0]
-    sr = read_image(tmp_path / "sr" / "Set5" / f"{first['name']}_x2.png").rgb
-    _, hr = load_pair(shared_data / "edsr_benchmark/Set5/HR" / f"{first['name']}.png",
-                      shared_data / "edsr_benchmark/Set5/LR_bicubic/X2" / f"{first['name']}x2.png", 2)
+    sr = read_image(tmp_path / "sr" / "Set5" / f"{first['image']}_x2.png").rgb
+    _, hr = load_pair(shared_data / "edsr_benchmark/Set5/HR" / f"{first['image']}.png",
+                      shared_data / "edsr_benchmark/Set5/LR_bicubic/X2" / f"{first['image']}x2.png", 2)
     assert evaluate_pair(sr, hr, 2)["psnr"] == pytest.approx(first["psnr"])
 
     rc = main(["--weights", str(weights), "--dataset-dir", str(shared_data / "edsr_benchmark"),
                "--datasets", "Set5", "--limit", "1", "--self-ensemble", "--quiet"])
     table = capsys.readouterr().out
-    assert rc == 0 and "edsr+ PSNR (dB)" in table and "| Set5 | x2 | 1 |" in table
+    assert rc == 0 and "edsr+ PSNR" in table and "| Set5 | x2 | 1 |" in table
 
 
 def test_missing_dataset_is_named(shared_data, tmp_path, capsys):
@@ -125,7 +153,7 @@ def test_layouts_aliases_and_generated_lr(tmp_path, capsys):
     rc = main(["--bicubic", "--scale", "2", "--dataset-dir", str(root), "--datasets",
                "B100,Manga109,DIV2K", "--json", str(out), "--quiet"])
     assert rc == 0
-    res = {r["dataset"]: r for r in json.loads(out.read_text())["results"]}
+    res = {r["set"]: r for r in strict_json(out)["results"]}
     assert res["BSD100"]["generated_lr"] == 1 and res["Manga109"]["generated_lr"] == 1
     assert res["DIV2K"]["protocol"].startswith("RGB")
     assert "LR images made with imresize" in capsys.readouterr().err
@@ -138,3 +166,56 @@ def test_unreadable_image_in_a_set_fails_clearly(tmp_path, capsys):
                "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1 and "b.png" in err and "Traceback" not in err
+
+
+def test_exactly_reproduced_images_are_null_not_infinity(tmp_path, capsys):
+    """Bicubic reproduces a flat image exactly: PSNR is infinite, written as null (valid JSON)."""
+    write_image(tmp_path / "Flat/HR/a.png", np.full((24, 30, 3), 77, np.uint8))
+    write_image(tmp_path / "Flat/HR/b.png", np.full((20, 20), 200, np.uint8))
+    out = tmp_path / "r.json"
+    rc = main(["--bicubic", "--scale", "2", "--dataset-dir", str(tmp_path), "--datasets", "Flat",
+               "--json", str(out), "--quiet"])
+    table = capsys.readouterr().out
+    assert rc == 0 and "| Flat | x2 | 2 | inf | 1.0000 |" in table
+    r = strict_json(out)["results"][0]
+    assert r["psnr"] is None and r["ssim"] == 1.0 and r["generated_lr"] == 2
+    assert [p["psnr"] for p in r["per_image"]] == [None, None]
+
+
+def test_training_results_share_the_schema_and_the_table(tmp_path):
+    """eval.json/eval.md of training: the same evaluate_set, schema and table writer."""
+    from edsr_tf.evaluation import (
+        bicubic_sr,
+        eval_set_from_hr,
+        evaluate_set,
+        markdown_table,
+        model_sr,
+        write_results,
+    )
+
+    rng = np.random.default_rng(3)
+    photos = eval_set_from_hr("photos", {"flat": np.full((26, 22, 3), 9, np.uint8),
+                                         "noise": rng.integers(0, 256, (33, 40, 3), dtype=np.uint8)}, 2)
+    assert [(im.lr.shape, im.hr.shape) for im in photos.images] == [((13, 11, 3), (26, 22, 3)),
+                                                                    ((16, 20, 3), (32, 40, 3))]
+    seen = []
+    r = evaluate_set(bicubic_sr(2), photos, bicubic=True, on_image=seen.append)
+    assert tuple(r) == DOCUMENTED_RESULT_KEYS and r["set"] == "photos" and r["generated_lr"] == 2
+    assert [s.image.name for s in seen] == ["flat", "noise"] and seen[1].sr.dtype == np.uint8
+    assert seen[1].scores is r["per_image"][1]
+    assert r["psnr"] == math.inf and r["bicubic_psnr"] == math.inf  # the flat image is exact
+    assert r["per_image"][1]["psnr"] == r["per_image"][1]["bicubic_psnr"]
+    jpath, mpath = write_results(tmp_path, [r], title="T", extra={"step": 3})
+    doc = strict_json(jpath)
+    assert set(doc) == {"results", "step"} and doc["results"][0]["psnr"] is None
+    assert mpath.read_text() == markdown_table([r], title="T") == (
+        "T\n\n"
+        "| set | scale | images | bicubic PSNR | model PSNR | gain (dB) | bicubic SSIM | model SSIM |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        f"| photos | x2 | 2 | inf | inf | - | {r['bicubic_ssim']:.4f} | {r['ssim']:.4f} |\n"
+    )
+    # A Keras model is run through model_sr at the set's scale.
+    config = ModelConfig(arch="edsr", scales=(2,), n_resblocks=1, n_feats=8, res_scale=0.5)
+    model = build_model(config)
+    direct = evaluate_set(model, photos, limit=1)
+    assert direct == evaluate_set(model_sr(model, 2), photos, limit=1) and direct["images"] == 1

@@ -245,7 +245,7 @@ def test_lr_of_the_wrong_size_is_an_error(tmp_path, capsys, lr_size, why):
     assert (f"ax2.png: LR is {lr_size[1]}x{lr_size[0]}, expected 15x12 = HR a.png 31x25 / 2" in err)
     assert "|" not in out  # nothing scored
 
-    from edsr_tf.evaluate import EvaluationError, load_pair
+    from edsr_tf.evaluation import EvaluationError, load_pair
 
     with pytest.raises(EvaluationError, match="expected 15x12"):
         load_pair(tmp_path / "Set5/HR/a.png", tmp_path / "Set5/LR_bicubic/X2/ax2.png", 2)

@@ -11,6 +11,7 @@ from edsr_tf.models import (
     read_config,
     save_model,
 )
+from edsr_tf.models.config import ScaleError, parse_scales, resolve_scale
 from edsr_tf.models.io import ModelFileError
 
 
@@ -73,7 +74,7 @@ def test_mdsr_scale_models_share_weights():
         assert {id(v) for v in sub.weights} <= {id(v) for v in model.weights}
     with pytest.raises(ValueError, match="x8"):
         model_for_scale(model, config, 8)
-    with pytest.raises(ValueError, match="--scale"):
+    with pytest.raises(ScaleError, match=r"scales \[2, 3, 4\]: choose one"):
         model_for_scale(model, config, None)
 
 
@@ -131,3 +132,53 @@ def test_overridden_preset_is_not_claimed():
     assert same.preset == "edsr_baseline"
     small = ModelConfig.from_preset("edsr_baseline", 2, n_resblocks=4, n_feats=32)
     assert small.preset is None and (small.n_resblocks, small.n_feats) == (4, 32)
+
+
+def test_resolve_scale_picks_or_checks_one_scale_without_flag_names():
+    edsr, mdsr = tiny(scales=(3,)), tiny("mdsr", (2, 4))
+    assert resolve_scale(edsr) == 3 and resolve_scale(edsr, "3") == 3 and resolve_scale(edsr, [3]) == 3
+    assert resolve_scale(mdsr, 4) == 4 and resolve_scale(mdsr, np.int64(2)) == 2
+    for config, requested, message in [
+        (mdsr, None, r"model has scales \[2, 4\]: choose one of them"),
+        (mdsr, 3, r"built for scale\(s\) \[2, 4\], not x3"),
+        (mdsr, "2,4", r"expected one scale, got \[2, 4\]"),
+        (edsr, "three", "scale must be an integer"),
+        (edsr, 2.5, "scale must be an integer"),
+        (edsr, True, "scale must be an integer"),
+    ]:
+        with pytest.raises(ScaleError, match=message) as err:
+            resolve_scale(config, requested)
+        assert isinstance(err.value, ValueError) and "--" not in str(err.value)
+    with pytest.raises(ScaleError, match="choose one"):
+        _ = mdsr.scale
+
+
+def test_parse_scales_and_presets_take_ints_strings_and_lists():
+    assert parse_scales(None) is None and parse_scales(()) is None and parse_scales("") is None
+    assert parse_scales(2) == (2,) and parse_scales("2, 4") == (2, 4) and parse_scales(["2", 3]) == (2, 3)
+    assert ModelConfig.from_preset("edsr_baseline", "3").scales == (3,)
+    assert ModelConfig.from_preset("mdsr_baseline", ["2", "4"]).scales == (2, 4)
+    assert ModelConfig.from_preset("mdsr_baseline").scales == (2, 3, 4)
+    with pytest.raises(ScaleError, match="needs a scale"):
+        ModelConfig.from_preset("edsr_baseline")
+    with pytest.raises(ValueError, match="exactly one scale"):
+        ModelConfig.from_preset("edsr_baseline", (2, 3))
+
+
+def test_mdsr_applies_res_scale_like_edsr():
+    """res_scale was recorded for MDSR but not applied: it now scales the body's residuals."""
+    x = np.random.default_rng(0).uniform(0, 255, (1, 6, 5, 3)).astype("float32")
+    outputs = {}
+    for res_scale in (1.0, 0.1):
+        config = ModelConfig("mdsr", (2, 3), n_resblocks=2, n_feats=8, res_scale=res_scale)
+        model = build_model(config)
+        if res_scale == 1.0:
+            reference = [w.copy() for w in model.get_weights()]
+        else:
+            model.set_weights(reference)  # same weights: only res_scale differs
+        assert trainable_params(model) == config.estimated_params()  # no weights added
+        outputs[res_scale] = {k: np.asarray(v) for k, v in model(x).items()}
+    for key in ("x2", "x3"):
+        assert np.abs(outputs[1.0][key] - outputs[0.1][key]).max() > 1e-3, key
+    # The default keeps the paper's MDSR (and every existing weights file) unchanged.
+    assert ModelConfig.from_preset("mdsr_baseline").res_scale == 1.0

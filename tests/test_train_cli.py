@@ -20,11 +20,12 @@ SHARED = Path(os.environ.get("EDSR_TF_SHARED_DATA", REPO.parent / "shared" / "da
 
 
 def _run(args: list[str], cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")  # edsr_tf is installed: no PYTHONPATH
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_quickstart_config_trains_a_model_that_beats_bicubic(tmp_path):
     """The README's main command, with the shipped config unchanged (only --out_dir moved)."""
     out = tmp_path / "quickstart"
@@ -82,8 +83,16 @@ def _tiny(out: Path, **kw) -> TrainOptions:
 
 
 def test_train_resumed_after_a_stop_equals_an_uninterrupted_run(tmp_path, capsys):
-    straight = train(_tiny(tmp_path / "a"))
+    # No dataset_dir and no default folders (the library looks nowhere by itself): noted, skipped.
+    straight = train(_tiny(tmp_path / "a", eval_sets=("Set5",)))
     assert straight["step"] == 6
+    assert "note: Set5 not evaluated: no --dataset_dir\n" in capsys.readouterr().out
+    from test_training_callbacks import event_tags
+
+    tags = event_tags(tmp_path / "a" / "logs")
+    for tag, plugin in (("loss/l1", "scalars"), ("lr", "scalars"), ("val/photos_x2/psnr", "scalars"),
+                        ("val/photos_x2/ssim", "scalars"), ("val/bicubic_sr_hr", "images")):
+        assert tags.get(tag) == plugin, (tag, tags)
     train(_tiny(tmp_path / "b", steps=3))  # the "killed" run: stopped after its checkpoint
     with pytest.raises(TrainError, match="--resume"):
         train(_tiny(tmp_path / "b"))  # refuses to mix runs silently
@@ -126,6 +135,7 @@ def _parse(args: list[str]):
     "args, expected",
     [
         (["--scale=5"], "--scale"),
+        (["--scale=two"], "--scale"),
         (["--batch_size=0"], "--batch_size"),
         (["--data_source=div2k"], "--data_dir"),
         (["--init_from=/no/such.weights.h5"], "--init_from"),
@@ -142,6 +152,31 @@ def test_flag_validators_name_the_flag(args, expected):
 def test_flags_map_onto_train_options():
     opts = _parse(["--model=mdsr_baseline", "--scale=2,4", "--eval_sets=Set5,Set14", "--steps=10"])
     assert opts.scales == (2, 4) and opts.eval_sets == ("Set5", "Set14") and opts.steps == 10
+
+
+def test_benchmark_folder_defaults_are_resolved_by_the_front_end_at_run_time(tmp_path, monkeypatch):
+    import edsr_tf.training.app as app
+
+    assert not hasattr(app, "DEFAULT_DATASET_DIRS") and not hasattr(app, "REPO_ROOT")
+    monkeypatch.chdir(tmp_path)
+    opts = _parse([])
+    assert opts.dataset_dir is None
+    assert str(REPO.parent / "shared" / "data") in opts.dataset_dir_defaults
+    assert str(tmp_path.parent / "shared" / "data") in opts.dataset_dir_defaults  # the cwd now
+    assert _parse([f"--dataset_dir={tmp_path}"]).dataset_dir_defaults == ()
+
+
+def test_importing_the_library_changes_no_environment_variable(tmp_path):
+    code = ("import os, tensorflow, keras\n"
+            "before = dict(os.environ)\n"
+            "import edsr_tf.models, edsr_tf.data, edsr_tf.data.cache, edsr_tf.training\n"
+            "import edsr_tf.training.app, edsr_tf.training.callbacks, edsr_tf.training.flags\n"
+            "changed = {k for k in before.keys() | os.environ.keys() if before.get(k) != os.environ.get(k)}\n"
+            "assert not changed, changed\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("kw, expected", [
@@ -189,6 +224,11 @@ def test_shipped_configs_parse_and_follow_the_paper_schedule(cfg, tmp_path):
     if cfg == "quickstart.cfg" or cfg.startswith("samples_"):
         # Demo configs on the embedded photographs, not the paper's schedule.
         assert opts.data_source == "samples" and config.scales == (2,)
+        return
+    if cfg.startswith("pretrained_"):
+        # The shipped models' short-budget recipes (cosine schedule), not the paper's schedule.
+        assert opts.lr_schedule == "cosine" and config.preset == "edsr_baseline"
+        assert config.scales == (int(cfg[-5]),)
         return
     assert (opts.lr, opts.lr_decay_steps, opts.lr_decay_factor) == (1e-4, 200_000, 0.5)
     assert (opts.batch_size, opts.patch_size, opts.steps) == (16, 48, 300_000)

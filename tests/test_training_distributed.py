@@ -18,8 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
 SCRIPT = textwrap.dedent(
     '''
     import json, os, sys
@@ -86,8 +84,7 @@ SCRIPT = textwrap.dedent(
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = dict(os.environ)  # edsr_tf is installed (pip install -e .): no PYTHONPATH needed
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
@@ -149,6 +146,7 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow
 def test_multiworker_two_local_workers_agree_and_match_one_device(tmp_path, mirrored_run):
     script = _script(tmp_path)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}

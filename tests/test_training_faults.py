@@ -35,7 +35,7 @@ def _tiny(out: Path, **kw) -> TrainOptions:
 
 
 def _run_cli(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -212,9 +212,7 @@ HOLDER = ("import sys, time\n"
 
 def test_second_run_on_the_same_folder_is_refused(tmp_path):
     job = tmp_path / "job"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(job)], env=env,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(job)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(JobLockError) as err:

@@ -113,7 +113,7 @@ def _keras_uint8(model, lr: np.ndarray) -> np.ndarray:
     from edsr_tf.metrics import quantize
 
     y = model(lr[None].astype(np.float32), training=False)
-    return quantize(np.clip(np.asarray(y)[0], 0, 255))
+    return quantize(np.asarray(y)[0])
 
 
 def _ort_uint8(folder: Path, lr: np.ndarray) -> np.ndarray:

@@ -13,6 +13,11 @@ An entry is used only if its manifest matches the source's current path, mtime a
 it is decoded again and rewritten, and the reason is logged. Both files are written to a
 temporary name and renamed into place, data first, so an interrupted build or two processes
 building the same cache never leave an entry that passes the check with wrong data.
+
+The decoder the cached and uncached paths share lives here too: :func:`decode_rgb` (in-graph,
+header checked against the pixel limit first), :func:`decode_image_file` (eager, errors name
+the file) and :func:`find_unreadable`. This module imports :mod:`edsr_tf.data.sources`, never
+the other way round.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from edsr_tf.data.sources import DataError
+from edsr_tf.data.sources import DataError, DataSource, image_pairs
 from edsr_tf.fileio import atomic_write
 
 log = logging.getLogger("edsr_tf.data")
@@ -44,14 +50,6 @@ class CachedImage:
     path: Path
     offset: int
     shape: tuple[int, int, int]
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape))
-
-    def load(self) -> np.ndarray:
-        """The cached array, memory-mapped (read-only)."""
-        return np.load(self.path, mmap_mode="r")
 
 
 def header_pixels(contents: Any) -> Any:
@@ -167,6 +165,34 @@ def decode_image_file(path: str | os.PathLike, *, max_pixels: int | None = None)
     except (tf.errors.OpError, ValueError) as e:
         msg = getattr(e, "message", str(e)).strip().splitlines()[0]
         raise DataError(f"cannot decode image {path}: {msg}") from None
+
+
+def find_unreadable(source: DataSource, scales: Sequence[int]) -> list[str]:
+    """``"path: reason"`` for every file of a div2k/folder source that cannot be decoded.
+
+    Used to name the culprit when the pipeline's in-graph decoder fails mid-run
+    (TensorFlow's error does not say which file it was reading).
+    """
+    paths: dict[Path, None] = {}
+    for scale in scales:
+        for train in (True, False):
+            try:
+                pairs = image_pairs(source, scale, train=train)
+            except DataError:
+                continue
+            for pair in pairs:
+                paths[pair.hr_path] = None
+                if pair.lr_path is not None:
+                    paths[pair.lr_path] = None
+    bad = []
+    for path in paths:
+        try:
+            decode_image_file(path)
+        except DataError as e:
+            # Drop TF's node/op decorations: "{{function_node ...}} Invalid PNG data [Op:...]".
+            reason = re.sub(r"\{\{.*?\}\}|\[Op:.*?\].*$", "", str(e)).strip()
+            bad.append(reason.removeprefix("cannot decode image ").replace(":  ", ": "))
+    return bad
 
 
 def _crc32_of(path: Path, offset: int, nbytes: int) -> int:

@@ -1,5 +1,8 @@
 """Aligned random crops and the 8 dihedral augmentations, in-graph (usable in tf.data.map).
 
+The transforms are :mod:`edsr_tf.dihedral`'s (the ones the self-ensemble uses), applied
+through its :func:`~edsr_tf.dihedral.index_maps`; ``k`` is drawn uniformly from 0..7 per patch.
+
 Randomness comes from stateless ops seeded by the caller (seed pair derived from the
 element's index in the stream), so a pipeline with a fixed seed yields the same patches
 no matter how many parallel calls run or in which order they finish.
@@ -7,48 +10,10 @@ no matter how many parallel calls run or in which order they finish.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import tensorflow as tf
 
-#: Number of dihedral transforms (identity, flips, 90° rotations and their combinations).
-N_DIHEDRAL = 8
-
-
-def dihedral(x: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
-    """Applies transform ``k`` (0..7) per image to a batch ``[N, S, S, C]`` of square patches.
-
-    Bit 0 of ``k``: horizontal flip, bit 1: vertical flip, bit 2: transpose (applied in that
-    order, as EDSR-PyTorch's ``common.augment``); the 8 values give the 8 distinct elements of
-    the dihedral group. ``k`` is ``[N]`` int32. ``S`` must be static.
-    """
-    size = int(x.shape[1])
-    rows, cols = _dihedral_maps(size)
-    idx = tf.gather(rows * size + cols, tf.cast(k, tf.int32))  # [N, S, S] into the flat patch
-    flat = tf.reshape(x, tf.stack([tf.shape(x)[0], size * size, tf.shape(x)[3]]))
-    return tf.gather(flat, idx, batch_dims=1)
-
-
-@functools.lru_cache(maxsize=None)
-def _dihedral_maps(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each transform k: source (row, col) of every output pixel, ``[8, size, size]`` int32."""
-    r, c = np.mgrid[0:size, 0:size].astype(np.int32)
-    rows = np.stack([dihedral_np(r, k) for k in range(N_DIHEDRAL)])
-    cols = np.stack([dihedral_np(c, k) for k in range(N_DIHEDRAL)])
-    return rows, cols
-
-
-def dihedral_np(x: np.ndarray, k: int) -> np.ndarray:
-    """NumPy version of :func:`dihedral` for one ``[H, W, ...]`` image (tests, self-checks)."""
-    if k & 1:
-        x = x[:, ::-1]
-    if k & 2:
-        x = x[::-1]
-    if k & 4:
-        x = np.swapaxes(x, 0, 1)
-    return x
-
+from edsr_tf.dihedral import N_DIHEDRAL, index_maps
 
 def _gather_crops(img: tf.Tensor, ys: tf.Tensor, xs: tf.Tensor, size: int,
                   ks: tf.Tensor | None = None) -> tf.Tensor:
@@ -58,7 +23,7 @@ def _gather_crops(img: tf.Tensor, ys: tf.Tensor, xs: tf.Tensor, size: int,
     One gather from the flattened image with per-crop index maps: it copies only the output
     (less than half the CPU of cropping then flipping/transposing with tf.where).
     """
-    rows, cols = _dihedral_maps(size)
+    rows, cols = index_maps(size)
     if ks is None:
         rows, cols, ks = rows[:1], cols[:1], tf.zeros_like(ys)
     width = tf.cast(tf.shape(img)[1], tf.int64)

@@ -40,7 +40,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from edsr_tf.images import IMAGE_SUFFIXES as HR_SUFFIXES
 
@@ -259,36 +259,6 @@ def image_pairs(source: DataSource, scale: int, *, train: bool) -> list[ImagePai
     raise DataError(f"data source kind {source.kind!r} has no image files (use the tfds loader)")
 
 
-def find_unreadable(source: DataSource, scales: Sequence[int]) -> list[str]:
-    """``"path: reason"`` for every file of a div2k/folder source that cannot be decoded.
-
-    Used to name the culprit when the pipeline's in-graph decoder fails mid-run
-    (TensorFlow's error does not say which file it was reading).
-    """
-    from edsr_tf.data.cache import decode_image_file
-
-    paths: dict[Path, None] = {}
-    for scale in scales:
-        for train in (True, False):
-            try:
-                pairs = image_pairs(source, scale, train=train)
-            except DataError:
-                continue
-            for pair in pairs:
-                paths[pair.hr_path] = None
-                if pair.lr_path is not None:
-                    paths[pair.lr_path] = None
-    bad = []
-    for path in paths:
-        try:
-            decode_image_file(path)
-        except DataError as e:
-            # Drop TF's node/op decorations: "{{function_node ...}} Invalid PNG data [Op:...]".
-            reason = re.sub(r"\{\{.*?\}\}|\[Op:.*?\].*$", "", str(e)).strip()
-            bad.append(reason.removeprefix("cannot decode image ").replace(":  ", ": "))
-    return bad
-
-
 # --------------------------------------------------------------------------- tfds
 
 def tfds_name_for(source: DataSource, scale: int) -> str:
@@ -337,7 +307,7 @@ def tfds_builder(source: DataSource, scale: int) -> Any:
         raise DataError(
             f"tfds dataset {name!r} is not prepared in {data_dir} and the DIV2K zips are not in "
             f"{manual}: place {', '.join(missing)} in {manual} (datasets/download_div2k.py "
-            f"--dest {manual} fetches them), or allow the download with tfds_download=True")
+            f"fetches them), or allow the download with tfds_download=True")
     from tensorflow_datasets.core.download import DownloadConfig
 
     try:

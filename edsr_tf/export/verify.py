@@ -3,6 +3,8 @@
 fp32 exports must match the Keras output within a max-abs tolerance on the
 [0, 255] scale; quantized exports are scored by PSNR (Y, ``scale`` px shaved)
 against the HR images, next to the Keras model's PSNR, and the drop in dB.
+LR images are made and outputs scored as everywhere else
+(:func:`edsr_tf.evaluation.lr_from_hr`, :func:`edsr_tf.metrics.evaluate_pair`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from edsr_tf.export.common import (
     VerificationError,
     first_line,
 )
-from edsr_tf.imresize import imresize
-from edsr_tf.metrics import psnr, quantize
+from edsr_tf.evaluation import lr_from_hr
+from edsr_tf.metrics import evaluate_pair, quantize
 
 #: Default largest LR side of a verification image (center crop): keeps verification quick.
 MAX_LR_SIDE = 192
@@ -61,8 +63,8 @@ def make_pair(name: str, hr: np.ndarray, scale: int, max_lr_side: int | None = M
     if lh < 1 or lw < 1:
         raise ExportError(f"verification image {name!r} ({h}x{w}) is smaller than the scale {scale}")
     y, x = (h - lh * scale) // 2, (w - lw * scale) // 2
-    hr = np.ascontiguousarray(hr[y : y + lh * scale, x : x + lw * scale, :3])
-    lr = imresize(hr, scale=1.0 / scale)
+    crop = np.ascontiguousarray(hr[y : y + lh * scale, x : x + lw * scale, :3])
+    lr, hr = lr_from_hr(crop, scale, name=name)
     return VerificationImage(name, lr, hr)
 
 
@@ -210,8 +212,8 @@ def verify_runner(
         diff = np.abs(out.astype(np.float64) - ref)
         max_diff = max(max_diff, float(diff.max()))
         mean_diffs.append(float(diff.mean()))
-        psnrs.append(psnr(quantize(out), im.hr, shave=scale, y_channel=True))
-        ref_psnrs.append(psnr(quantize(ref), im.hr, shave=scale, y_channel=True))
+        psnrs.append(evaluate_pair(out, im.hr, scale, with_ssim=False)["psnr"])
+        ref_psnrs.append(evaluate_pair(ref, im.hr, scale, with_ssim=False)["psnr"])
     record = {
         "runtime": runner.runtime,
         "max_abs_diff": None,

@@ -22,28 +22,5 @@ __all__ = [
     "DepthToSpace",
     "MeanShift",
     "Scale",
-    "edsr_baseline",
-    "edsr_paper",
-    "mdsr_baseline",
-    "mdsr_paper",
 ]
 
-
-def edsr_baseline(scale: int = 2):
-    """EDSR baseline: 16 blocks, 64 features, res_scale 1 (1,369,859 params at ×2)."""
-    return build_model(ModelConfig.from_preset("edsr_baseline", scale))
-
-
-def edsr_paper(scale: int = 2):
-    """EDSR as in the paper: 32 blocks, 256 features, res_scale 0.1 (40,729,603 at ×2)."""
-    return build_model(ModelConfig.from_preset("edsr", scale))
-
-
-def mdsr_baseline(scales=(2, 3, 4)):
-    """MDSR baseline: 16 shared blocks, 64 features (3,227,203 params)."""
-    return build_model(ModelConfig.from_preset("mdsr_baseline", scales))
-
-
-def mdsr_paper(scales=(2, 3, 4)):
-    """MDSR as in the paper: 80 shared blocks, 64 features (7,953,987 params)."""
-    return build_model(ModelConfig.from_preset("mdsr", scales))

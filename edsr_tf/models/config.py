@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 from typing import Any, Sequence
 
 #: Preset name → (architecture, n_resblocks, n_feats, res_scale).
@@ -26,6 +27,10 @@ MAX_N_FEATS = 1024
 MAX_N_RESBLOCKS = 1000
 #: Largest estimated parameter count (4 GB of float32 weights; the paper's EDSR x4 has 43 M).
 MAX_PARAMS = 1_000_000_000
+
+
+class ScaleError(ValueError):
+    """A scale that is not an integer, or that a model does not have (message says which)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +99,8 @@ class ModelConfig:
 
     @property
     def scale(self) -> int:
-        """The single scale of an EDSR model (error for multi-scale MDSR)."""
-        if len(self.scales) != 1:
-            raise ValueError(f"multi-scale model {self.scales}: pick a scale")
-        return self.scales[0]
+        """The single scale of an EDSR model (:class:`ScaleError` for multi-scale MDSR)."""
+        return resolve_scale(self, None)
 
     @classmethod
     def from_preset(
@@ -106,19 +109,19 @@ class ModelConfig:
         scale: int | Sequence[int] | None = None,
         **overrides: Any,
     ) -> "ModelConfig":
-        """Config of a named preset; ``scale`` is one int for EDSR, ints for MDSR."""
+        """Config of a named preset; ``scale`` is one scale for EDSR, one or more for MDSR.
+
+        ``scale`` takes what :func:`parse_scales` takes (``2``, ``"2,4"``, ``("2", "4")``);
+        None gives MDSR its default scales (2, 3, 4) and is an error for EDSR.
+        """
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
         arch, blocks, feats, res_scale = PRESETS[preset]
-        if arch == "edsr":
-            if scale is None:
-                raise ValueError(f"preset {preset!r} needs a scale (2, 3, 4 or 8)")
-            scales = (int(scale),) if isinstance(scale, int) else tuple(scale)
-        else:
-            if scale is None:
-                scales = MDSR_DEFAULT_SCALES
-            else:
-                scales = (int(scale),) if isinstance(scale, int) else tuple(scale)
+        scales = parse_scales(scale)
+        if scales is None:
+            if arch == "edsr":
+                raise ScaleError(f"preset {preset!r} needs a scale (2, 3, 4 or 8)")
+            scales = MDSR_DEFAULT_SCALES
         kwargs = dict(
             arch=arch, scales=scales, n_resblocks=blocks, n_feats=feats, res_scale=res_scale,
             preset=preset,
@@ -155,6 +158,57 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
         return cls.from_dict(json.loads(text))
+
+
+def parse_scales(value: Any) -> tuple[int, ...] | None:
+    """Requested scale(s) as a tuple of ints, or None when nothing was requested.
+
+    Accepts an int, a string (``"3"``, ``"2,3,4"``), or a sequence of those
+    (e.g. a list option's strings). Raises :class:`ScaleError` for anything else; whether a
+    model has those scales is checked by :class:`ModelConfig` / :func:`resolve_scale`.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        text = value.decode() if isinstance(value, bytes) else value
+        items: list[Any] = [t for t in (p.strip() for p in text.split(",")) if t]
+    elif hasattr(value, "__iter__"):
+        items = list(value)
+    else:
+        items = [value]
+    scales = []
+    for item in items:
+        if isinstance(item, str):
+            if not item.strip().isdigit():
+                raise ScaleError(f"scale must be an integer such as 2, got {item!r}")
+            item = int(item)
+        elif hasattr(item, "__index__") and not isinstance(item, bool):
+            item = operator.index(item)  # NumPy integers
+        try:
+            scales.append(_integer("scale", item))
+        except ValueError as e:
+            raise ScaleError(str(e)) from None
+    return tuple(scales) or None
+
+
+def resolve_scale(config: ModelConfig, requested: Any = None) -> int:
+    """The one scale to run ``config``'s model at.
+
+    ``requested`` (anything :func:`parse_scales` takes, naming at most one scale) must be
+    one of ``config.scales``; None picks the model's only scale. Raises :class:`ScaleError`
+    (a ``ValueError``) when the request is not a single integer, when the model lacks that
+    scale, or when None is given for a multi-scale model.
+    """
+    scales = parse_scales(requested)
+    if scales is None:
+        if len(config.scales) != 1:
+            raise ScaleError(f"model has scales {list(config.scales)}: choose one of them")
+        return config.scales[0]
+    if len(scales) != 1:
+        raise ScaleError(f"expected one scale, got {list(scales)}")
+    if scales[0] not in config.scales:
+        raise ScaleError(f"model was built for scale(s) {list(config.scales)}, not x{scales[0]}")
+    return scales[0]
 
 
 def _integer(name: str, value: Any) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from edsr_tf.models.config import ModelConfig
+from edsr_tf.models.config import ModelConfig, resolve_scale
 from edsr_tf.models.edsr import edsr
 from edsr_tf.models.mdsr import mdsr, mdsr_scale_model
 
@@ -13,26 +13,17 @@ def build_model(config: ModelConfig) -> keras.Model:
     """Builds the (untrained) Keras model that ``config`` describes."""
     if config.arch == "edsr":
         return edsr(config.scale, config.n_resblocks, config.n_feats, config.res_scale)
-    return mdsr(config.scales, config.n_resblocks, config.n_feats)
+    return mdsr(config.scales, config.n_resblocks, config.n_feats, config.res_scale)
 
 
-def model_for_scale(model: keras.Model, config: ModelConfig, scale: int | None = None) -> keras.Model:
+def model_for_scale(model: keras.Model, config: ModelConfig, scale: int | str | None = None) -> keras.Model:
     """A single-input, single-output model for ``scale`` sharing ``model``'s weights.
 
     EDSR: the model itself (``scale`` must match or be None). MDSR: the per-scale
-    sub-model; ``scale`` may be None only if the MDSR has one scale.
+    sub-model; ``scale`` may be None only if the MDSR has one scale. The scale is
+    checked by :func:`~edsr_tf.models.config.resolve_scale` (``ScaleError``, a ``ValueError``).
     """
-    if scale is None:
-        if len(config.scales) != 1:
-            raise ValueError(
-                f"model has scales {list(config.scales)}: pass --scale to choose one"
-            )
-        scale = config.scales[0]
-    scale = int(scale)
-    if scale not in config.scales:
-        raise ValueError(
-            f"model was built for scale(s) {list(config.scales)}, not x{scale}"
-        )
+    scale = resolve_scale(config, scale)
     if config.arch == "edsr":
         return model
     return mdsr_scale_model(model, scale)

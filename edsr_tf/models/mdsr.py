@@ -19,9 +19,14 @@ def mdsr(
     scales: Sequence[int] = (2, 3, 4),
     n_resblocks: int = 16,
     n_feats: int = 64,
+    res_scale: float = 1.0,
     name: str = "mdsr",
 ) -> keras.Model:
     """Builds MDSR: shared head/body/tail, per-scale pre-processing and upsamplers.
+
+    ``res_scale`` scales the residual of each shared body block, as in EDSR (the
+    per-scale 5×5 pre-processing blocks keep 1, as in the reference); it adds no
+    weights, and the default 1.0 is the paper's MDSR.
 
     Returns one functional model whose outputs are a dict ``{"x2": ..., "x3": ...}``;
     it holds the single set of weights. Use :func:`mdsr_scale_model` for a model of
@@ -34,7 +39,7 @@ def mdsr(
     x = MeanShift(-1.0, name="sub_mean")(inputs)
     x = conv(n_feats, 3, "head")(x)
 
-    body = [ResBlock(n_feats, 3, 1.0, name=f"body_{i}") for i in range(n_resblocks)]
+    body = [ResBlock(n_feats, 3, res_scale, name=f"body_{i}") for i in range(n_resblocks)]
     body_conv = conv(n_feats, 3, "body_conv")
     tail = conv(3, 3, "tail", dtype="float32")
     add_mean = MeanShift(+1.0, name="add_mean", dtype="float32")

@@ -1,4 +1,11 @@
-"""``train.py``: flags → data, model, strategy → training loop → weights + evaluation table."""
+"""``train.py``: flags → data, model, strategy → training loop → weights + evaluation table.
+
+:func:`train` runs one job from a :class:`TrainOptions` in named steps (job folder, data,
+model + optimizer, loop, final evaluation). This module is also the ``train.py`` front end's
+translator: library errors become :class:`TrainError` in flag wording here, and run-time
+defaults that depend on where the program runs (the benchmark folder) are resolved in
+:meth:`TrainOptions.from_flags`, never at import.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +15,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from edsr_tf.fileio import atomic_write_text
 
-#: Where the benchmark sets live in this project's checkouts (used when found).
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATASET_DIRS = (REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data")
 DIV2K_TRAIN_RANGE = "1-800/801-810"  # EDSR-PyTorch's default: validate on 10 images
+DEFAULT_EDSR_SCALE = 2
 
 
 class TrainError(ValueError):
@@ -39,6 +44,9 @@ class TrainOptions:
     val_limit: int = 10
     eval_sets: Sequence[str] = ()
     dataset_dir: str | None = None
+    #: Tried in order when ``dataset_dir`` is None (the front end fills it, see
+    #: :func:`default_dataset_dirs`); sets missing there are skipped with a note.
+    dataset_dir_defaults: Sequence[str] = ()
     model: str = "edsr_baseline"
     scales: Sequence[int] | None = None
     n_resblocks: int | None = None
@@ -69,12 +77,30 @@ class TrainOptions:
 
     @classmethod
     def from_flags(cls, flags_values) -> "TrainOptions":
-        names = {f.name for f in dataclasses.fields(cls)} - {"scales"}
+        """The options of ``train.py``'s parsed flags (run-time defaults resolved now)."""
+        from edsr_tf.models.config import ScaleError, parse_scales
+
+        names = {f.name for f in dataclasses.fields(cls)} - {"scales", "dataset_dir_defaults"}
         kwargs = {n: getattr(flags_values, n) for n in names}
         kwargs["eval_sets"] = tuple(s.strip() for s in (kwargs["eval_sets"] or ()) if s.strip())
-        scale = flags_values.scale
-        kwargs["scales"] = tuple(int(s) for s in scale) if scale else None
+        try:
+            kwargs["scales"] = parse_scales(flags_values.scale)
+        except ScaleError as e:
+            raise TrainError(f"--scale: {e}") from None
+        if flags_values.dataset_dir is None:
+            kwargs["dataset_dir_defaults"] = tuple(str(d) for d in default_dataset_dirs())
         return cls(**kwargs)
+
+
+def default_dataset_dirs() -> tuple[Path, ...]:
+    """Where ``train.py`` looks for benchmark sets without ``--dataset_dir`` (read when called).
+
+    The project's shared data folder next to this checkout (``<repo>/../shared/data``), then
+    the one next to the working directory.
+    """
+    repo_root = Path(__file__).resolve().parents[2]
+    dirs = (repo_root.parent / "shared" / "data", Path.cwd().parent / "shared" / "data")
+    return tuple(dict.fromkeys(dirs))
 
 
 def log(msg: str) -> None:
@@ -84,21 +110,21 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------ model
 
 def model_config(opts: TrainOptions):
-    """The :class:`ModelConfig` of the run (preset + scale + overrides)."""
+    """The :class:`ModelConfig` of the run (preset + scale(s) + overrides).
+
+    EDSR presets take one scale (default ×2), MDSR presets one or more (default 2, 3, 4);
+    the library's errors are reported against ``--model``/``--scale``.
+    """
     from edsr_tf.models import PRESETS, ModelConfig
 
-    arch = PRESETS[opts.model][0]
+    if opts.model not in PRESETS:
+        raise TrainError(f"--model: unknown preset {opts.model!r}: expected one of {sorted(PRESETS)}")
     scales = opts.scales
-    if arch == "edsr":
-        scales = scales or (2,)
-        if len(scales) != 1:
-            raise TrainError(f"--scale: EDSR preset {opts.model!r} takes one scale, got {list(scales)}")
-        scale_arg = scales[0]
-    else:
-        scale_arg = tuple(scales) if scales else None
+    if not scales and PRESETS[opts.model][0] == "edsr":
+        scales = (DEFAULT_EDSR_SCALE,)
     try:
         return ModelConfig.from_preset(
-            opts.model, scale_arg, n_resblocks=opts.n_resblocks, n_feats=opts.n_feats,
+            opts.model, scales, n_resblocks=opts.n_resblocks, n_feats=opts.n_feats,
             res_scale=opts.res_scale,
         )
     except ValueError as e:
@@ -169,7 +195,7 @@ def _data_source(opts: TrainOptions, work: Path):
 def validation_sets(opts: TrainOptions, source, scales: Sequence[int]) -> list:
     """Whole-image validation sets (one per scale) for the run's data source."""
     from edsr_tf.data import DataSource, build_eval_dataset
-    from edsr_tf.training.evaluation import eval_set_from_dataset, eval_set_from_hr
+    from edsr_tf.evaluation import eval_set_from_dataset, eval_set_from_hr
 
     limit = opts.val_limit or None
     out = []
@@ -194,9 +220,9 @@ def validation_sets(opts: TrainOptions, source, scales: Sequence[int]) -> list:
 
 
 def benchmark_sets(opts: TrainOptions, scales: Sequence[int]) -> list:
-    """The ``--eval_sets`` found under ``--dataset_dir`` (or the default ../shared/data)."""
+    """The ``--eval_sets`` found under ``--dataset_dir`` (or the first of ``dataset_dir_defaults``)."""
     from edsr_tf.benchmark_sets import DatasetNotFoundError
-    from edsr_tf.training.evaluation import load_benchmark_set
+    from edsr_tf.evaluation import load_benchmark_set
 
     if not opts.eval_sets:
         return []
@@ -206,10 +232,11 @@ def benchmark_sets(opts: TrainOptions, scales: Sequence[int]) -> list:
         if not dataset_dir.is_dir():
             raise TrainError(f"--dataset_dir {dataset_dir}: no such directory")
     else:
-        dataset_dir = next((d for d in DEFAULT_DATASET_DIRS if d.is_dir()), None)
+        defaults = [Path(d) for d in opts.dataset_dir_defaults]
+        dataset_dir = next((d for d in defaults if d.is_dir()), None)
         if dataset_dir is None:
-            log(f"note: {', '.join(opts.eval_sets)} not evaluated: no --dataset_dir and no "
-                f"{DEFAULT_DATASET_DIRS[0]}")
+            where = f" and no {defaults[0]}" if defaults else ""
+            log(f"note: {', '.join(opts.eval_sets)} not evaluated: no --dataset_dir{where}")
             return []
     out = []
     for name in opts.eval_sets:
@@ -296,19 +323,39 @@ def _resume(loop) -> int:
     return step
 
 
-def train(opts: TrainOptions) -> dict:
-    """Runs training as configured; returns ``{"step", "results", "table", ...}``."""
-    import keras
-    import tensorflow as tf
+@dataclasses.dataclass
+class _Job:
+    """What the set-up step decided: model config, distribution, job folder (locked)."""
 
-    from edsr_tf.data import build_train_dataset
-    from edsr_tf.models import build_model, save_model
-    from edsr_tf.training.callbacks import ProgressLogger, Validation
-    from edsr_tf.training.evaluation import evaluate_set, results_table, write_results
-    from edsr_tf.training.loop import TrainLoop
-    from edsr_tf.training.schedule import cosine_schedule, lr_schedule, make_optimizer
+    out: Path
+    config: Any
+    strategy: Any
+    worker: Any
+    local_batch: int
+    lock: Any
+    run_file: Path
+    ckpt_dir: Path
+    has_ckpt: bool
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+
+@dataclasses.dataclass
+class _Data:
+    source: Any
+    dataset: Any
+    val_sets: list
+    bench_sets: list
+
+
+def _set_up_job(opts: TrainOptions) -> _Job:
+    """Model config, strategy and batch split; creates and locks the job folder, checks it.
+
+    On success the caller owns ``job.lock`` (release it when the run ends).
+    """
     from edsr_tf.training.strategy import make_strategy, worker_info
-    from edsr_tf.training.trainer import SRTrainer
 
     out = Path(opts.out_dir)
     config = model_config(opts)
@@ -322,120 +369,191 @@ def train(opts: TrainOptions) -> dict:
         raise TrainError(
             f"--batch_size {opts.batch_size} (global) is not divisible by the {replicas} replicas"
         )
-    local_batch = opts.batch_size // worker.count
     if worker.is_chief:
         out.mkdir(parents=True, exist_ok=True)
-
-    # One training per job folder at a time (released in the finally below).
+    # One training per job folder at a time.
     lock = _lock_job_dir(out, worker)
     try:
         run_file, ckpt_dir, has_ckpt = _check_job_dir(opts, out, config, worker)
     except BaseException:
         lock.release()
         raise
+    return _Job(out, config, strategy, worker, opts.batch_size // worker.count, lock,
+                run_file, ckpt_dir, has_ckpt)
+
+
+def _seed_and_precision(opts: TrainOptions):
+    """Seeds Keras/TF, op determinism if asked, dtype policy; returns the previous policy."""
+    import keras
+    import tensorflow as tf
 
     keras.utils.set_random_seed(opts.seed)
     if opts.deterministic:
         tf.config.experimental.enable_op_determinism()
-    previous_policy = _setup_precision(opts.mixed_precision)
-    try:
-        # Workers of one job may share out_dir: each writes its own copy of generated data.
-        source = _data_source(opts, out / "data" / (f"worker_{worker.index}" if worker.count > 1 else ""))
-        dataset = build_train_dataset(
-            source, config.scales, patch_size=opts.patch_size, batch_size=local_batch,
-            # Workers draw different patches; a single worker keeps the seed as given.
-            # Data order is always deterministic: exact --resume depends on it.
-            seed=opts.seed + 7919 * worker.index, deterministic=True,
-            cache_dir=opts.cache_dir,
-        )
-        val_sets = validation_sets(opts, source, config.scales) if worker.is_chief else []
-        bench_sets = benchmark_sets(opts, config.scales) if worker.is_chief else []
+    return _setup_precision(opts.mixed_precision)
 
-        with strategy.scope():
-            model = build_model(config)
-            if opts.init_from:
-                skipped = init_from_weights(model, config, opts.init_from)
-                log(f"initialised from {opts.init_from}" +
-                    (f" (skipped {', '.join(skipped)})" if skipped else ""))
-            trainer = SRTrainer(model, config)
-            if opts.lr_schedule == "cosine":
-                try:
-                    schedule = cosine_schedule(opts.lr, opts.steps, final_ratio=opts.lr_final_ratio,
-                                               warmup_steps=opts.warmup_steps)
-                except ValueError as e:
-                    raise TrainError(f"--lr_schedule=cosine: {e}") from None
-            else:
-                schedule = lr_schedule(opts.lr, opts.lr_decay_steps, opts.lr_decay_factor)
-            optimizer = make_optimizer(
-                schedule,
-                loss_scale=opts.mixed_precision == "fp16",
-            )
-            trainer.compile(optimizer=optimizer, jit_compile=opts.jit_compile)
-        loop = TrainLoop(trainer, dataset, strategy=strategy, checkpoint_dir=ckpt_dir,
-                         checkpoint_every=opts.ckpt_every, max_to_keep=opts.keep_checkpoints)
-        if has_ckpt:
-            _resume(loop)
-        elif opts.resume:
-            log(f"--resume: no checkpoint in {ckpt_dir} yet, starting from step 0")
-        if worker.is_chief:
-            _atomic_json(run_file, {"model": config.to_dict(),
-                                    "options": dataclasses.asdict(opts) | {"eval_sets": list(opts.eval_sets)}})
 
-        params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-        if worker.is_chief:
-            log(f"{config.preset or config.arch} x{'/'.join(map(str, config.scales))}: "
-                f"{config.n_resblocks} blocks, {config.n_feats} feats, {params:,} params | "
-                f"{replicas} replica(s), {worker.count} worker(s), global batch {opts.batch_size}, "
-                f"patch {opts.patch_size} | steps {loop.step}->{opts.steps} | {out}")
+def _build_data(opts: TrainOptions, job: _Job) -> _Data:
+    """Training batches of this worker; validation and benchmark sets (chief only)."""
+    from edsr_tf.data import build_train_dataset
 
-        writer = tf.summary.create_file_writer(str(out / "logs" / "train")) if worker.is_chief else None
-        save_fn = lambda path: save_model(model, path, config)  # noqa: E731
-        callbacks = [ProgressLogger(opts.steps, opts.batch_size, log_every=opts.log_every,
-                                    writer=writer, enabled=opts.progress and worker.is_chief)]
-        validation = None
-        if val_sets and opts.eval_every > 0:
-            validation = Validation(val_sets, opts.eval_every, best_path=out / "best.weights.h5",
-                                    best_psnr=loop.state.best_psnr, save_fn=save_fn, writer=writer,
-                                    tile=opts.eval_tile or None, is_chief=worker.is_chief)
-            callbacks.append(validation)
-        t0 = time.perf_counter()
+    worker, config = job.worker, job.config
+    # Workers of one job may share out_dir: each writes its own copy of generated data.
+    source = _data_source(opts, job.out / "data" / (f"worker_{worker.index}" if worker.count > 1 else ""))
+    dataset = build_train_dataset(
+        source, config.scales, patch_size=opts.patch_size, batch_size=job.local_batch,
+        # Workers draw different patches; a single worker keeps the seed as given.
+        # Data order is always deterministic: exact --resume depends on it.
+        seed=opts.seed + 7919 * worker.index, deterministic=True,
+        cache_dir=opts.cache_dir,
+    )
+    val_sets = validation_sets(opts, source, config.scales) if worker.is_chief else []
+    bench_sets = benchmark_sets(opts, config.scales) if worker.is_chief else []
+    return _Data(source, dataset, val_sets, bench_sets)
+
+
+def _learning_rate(opts: TrainOptions):
+    from edsr_tf.training.schedule import cosine_schedule, lr_schedule
+
+    if opts.lr_schedule == "cosine":
         try:
-            loop.run(opts.steps, callbacks)
-        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
-            _raise_for_bad_files(e, source, config.scales)
-        train_time = time.perf_counter() - t0
-        if writer is not None:
-            writer.flush()
+            return cosine_schedule(opts.lr, opts.steps, final_ratio=opts.lr_final_ratio,
+                                   warmup_steps=opts.warmup_steps)
+        except ValueError as e:
+            raise TrainError(f"--lr_schedule=cosine: {e}") from None
+    return lr_schedule(opts.lr, opts.lr_decay_steps, opts.lr_decay_factor)
 
+
+def _build_trainer(opts: TrainOptions, job: _Job):
+    """The model (optionally initialised from ``--init_from``) in a compiled :class:`SRTrainer`."""
+    from edsr_tf.models import build_model
+    from edsr_tf.training.schedule import make_optimizer
+    from edsr_tf.training.trainer import SRTrainer
+
+    with job.strategy.scope():
+        model = build_model(job.config)
+        if opts.init_from:
+            skipped = init_from_weights(model, job.config, opts.init_from)
+            log(f"initialised from {opts.init_from}" +
+                (f" (skipped {', '.join(skipped)})" if skipped else ""))
+        trainer = SRTrainer(model, job.config)
+        optimizer = make_optimizer(_learning_rate(opts), loss_scale=opts.mixed_precision == "fp16")
+        trainer.compile(optimizer=optimizer, jit_compile=opts.jit_compile)
+    return trainer
+
+
+def _start_loop(opts: TrainOptions, job: _Job, trainer, dataset):
+    """The step loop, resumed when the folder holds checkpoints; writes run_config.json."""
+    from edsr_tf.training.loop import TrainLoop
+
+    loop = TrainLoop(trainer, dataset, strategy=job.strategy, checkpoint_dir=job.ckpt_dir,
+                     checkpoint_every=opts.ckpt_every, max_to_keep=opts.keep_checkpoints)
+    if job.has_ckpt:
+        _resume(loop)
+    elif opts.resume:
+        log(f"--resume: no checkpoint in {job.ckpt_dir} yet, starting from step 0")
+    if job.worker.is_chief:
+        _atomic_json(job.run_file, {"model": job.config.to_dict(),
+                                    "options": dataclasses.asdict(opts) | {"eval_sets": list(opts.eval_sets)}})
+        config, model = job.config, trainer.sr_model
+        params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+        log(f"{config.preset or config.arch} x{'/'.join(map(str, config.scales))}: "
+            f"{config.n_resblocks} blocks, {config.n_feats} feats, {params:,} params | "
+            f"{job.replicas} replica(s), {job.worker.count} worker(s), global batch {opts.batch_size}, "
+            f"patch {opts.patch_size} | steps {loop.step}->{opts.steps} | {job.out}")
+    return loop
+
+
+def _run_loop(opts: TrainOptions, job: _Job, loop, data: _Data):
+    """Trains to ``opts.steps`` with progress/TensorBoard and validation callbacks.
+
+    Returns (seconds trained, the :class:`Validation` callback or None).
+    """
+    import tensorflow as tf
+
+    from edsr_tf.models import save_model
+    from edsr_tf.training.callbacks import ProgressLogger, Validation
+
+    chief = job.worker.is_chief
+    model, config = loop.trainer.sr_model, job.config
+    writer = tf.summary.create_file_writer(str(job.out / "logs" / "train")) if chief else None
+    callbacks = [ProgressLogger(opts.steps, opts.batch_size, log_every=opts.log_every,
+                                writer=writer, enabled=opts.progress and chief)]
+    validation = None
+    if data.val_sets and opts.eval_every > 0:
+        validation = Validation(data.val_sets, opts.eval_every, best_path=job.out / "best.weights.h5",
+                                best_psnr=loop.state.best_psnr,
+                                save_fn=lambda path: save_model(model, path, config), writer=writer,
+                                tile=opts.eval_tile or None, is_chief=chief)
+        callbacks.append(validation)
+    t0 = time.perf_counter()
+    try:
+        loop.run(opts.steps, callbacks)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+        _raise_for_bad_files(e, data.source, config.scales)
+    train_time = time.perf_counter() - t0
+    if writer is not None:
+        writer.flush()
+    return train_time, validation
+
+
+def _finish(opts: TrainOptions, job: _Job, loop, data: _Data, validation) -> tuple[list[dict], str]:
+    """Chief only: best/final weights, then the final table against bicubic (eval.md/.json).
+
+    Returns (the table's rows, the markdown table); ``([], "")`` without evaluation sets.
+    """
+    from edsr_tf.models import save_model
+    from edsr_tf.evaluation import evaluate_set, markdown_table, write_results
+
+    model, config, out = loop.trainer.sr_model, job.config, job.out
+    if validation is not None and not (out / "best.weights.h5").exists():
+        validation.run(loop.step)  # no validation ran yet: make best.weights.h5 exist
+    final = save_model(model, out / "final.weights.h5", config)
+    log(f"wrote {final}")
+    rows = [evaluate_set(model, es, bicubic=True, tile=opts.eval_tile or None)
+            for es in data.val_sets + data.bench_sets]
+    if not rows:
+        return [], ""
+    title = (f"Final model ({config.preset or config.arch}, step {loop.step}) vs bicubic: "
+             "PSNR (dB) / SSIM")
+    table = markdown_table(rows, title=title)
+    write_results(out, rows, title=title, extra={"step": loop.step, "model": config.to_dict()})
+    log("\n" + table)
+    return rows, table
+
+
+def train(opts: TrainOptions) -> dict:
+    """Runs training as configured; returns ``{"step", "train_seconds", "results", "table"}``.
+
+    Steps: set up and lock the job folder, seed and precision, data, model + optimizer,
+    the loop (resumed if the folder holds checkpoints), final evaluation (chief only).
+    The job lock and the global dtype policy are released/restored however it ends.
+    """
+    import keras
+
+    job = _set_up_job(opts)
+    previous_policy = None
+    try:
+        previous_policy = _seed_and_precision(opts)
+        data = _build_data(opts, job)
+        trainer = _build_trainer(opts, job)
+        loop = _start_loop(opts, job, trainer, data.dataset)
+        train_time, validation = _run_loop(opts, job, loop, data)
         result = {"step": loop.step, "train_seconds": train_time, "results": [], "table": ""}
-        if not worker.is_chief:
-            return result
-        if validation is not None and not (out / "best.weights.h5").exists():
-            validation.run(loop.step)  # no validation ran yet: make best.weights.h5 exist
-        final = save_model(model, out / "final.weights.h5", config)
-        log(f"wrote {final}")
-        rows = []
-        for es in val_sets + bench_sets:
-            rows.append(evaluate_set(model, es, bicubic=True, tile=opts.eval_tile or None))
-        if rows:
-            title = (f"Final model ({config.preset or config.arch}, step {loop.step}) vs bicubic: "
-                     "PSNR (dB) / SSIM")
-            table = results_table(rows, title=title)
-            write_results(out, rows, title=title, extra={"step": loop.step, "model": config.to_dict()})
-            log("\n" + table)
+        if job.worker.is_chief:
+            rows, table = _finish(opts, job, loop, data, validation)
             result.update(results=rows, table=table)
         return result
     finally:
-        import keras as _keras
-
-        _keras.config.set_dtype_policy(previous_policy)
-        lock.release()
+        if previous_policy is not None:
+            keras.config.set_dtype_policy(previous_policy)
+        job.lock.release()
 
 
 def _raise_for_bad_files(error: Exception, source, scales: Sequence[int]) -> None:
     """Turns TF's anonymous decode failure into a :class:`DataError` naming the file(s)."""
     from edsr_tf.data import DataError
-    from edsr_tf.data.sources import find_unreadable
+    from edsr_tf.data.cache import find_unreadable
 
     text = str(error)
     if "Decode" not in text and "PNG" not in text and "JPEG" not in text:

@@ -7,7 +7,7 @@ they read tensors only every ``log_every`` steps so the device is not synced eac
 
 from __future__ import annotations
 
-import math
+import io
 import os
 import sys
 import time
@@ -17,46 +17,28 @@ from typing import Callable, Sequence, TextIO
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from edsr_tf.training.schedule import current_lr
 from edsr_tf.training.trainer import log_value
 
-
-def _metadata(plugin: str):
-    from tensorflow.core.framework import summary_pb2
-
-    md = summary_pb2.SummaryMetadata()
-    md.plugin_data.plugin_name = plugin
-    return md
+#: The progress line: bar, steps, then the postfix (loss, lr, steps/s, patches/s) and the ETA.
+BAR_FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}, ETA {remaining}"
 
 
-def summary_scalar(tag: str, value: float, step: int) -> None:
-    """A TensorBoard scalar via the core ``tf.summary.write`` (no tensorboard package needed)."""
-    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step,
-                     metadata=_metadata("scalars"))
+class _Discard(io.TextIOBase):
+    """A text stream that drops what it is given (tqdm's own drawing, off a terminal)."""
 
-
-def summary_image(tag: str, image: np.ndarray, step: int) -> None:
-    """A TensorBoard image (uint8 ``[H, W, 3]``) in the images plugin's PNG format."""
-    png = tf.io.encode_png(tf.constant(image, tf.uint8))
-    h, w = image.shape[:2]
-    tensor = tf.stack([tf.constant(str(w)), tf.constant(str(h)), png])
-    tf.summary.write(tag, tensor, step=step, metadata=_metadata("images"))
-
-
-def format_duration(seconds: float) -> str:
-    """``H:MM:SS`` (or ``?`` when unknown)."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    def write(self, text: str) -> int:
+        return len(text)
 
 
 class ProgressLogger(keras.callbacks.Callback):
-    """Console progress bar (steps/s, patches/s, ETA) and TensorBoard loss/lr scalars.
+    """Console progress bar (tqdm: steps/s, patches/s, ETA) and TensorBoard loss/lr scalars.
 
     On a terminal the bar is redrawn in place; otherwise (logs, CI) one line is
-    printed every ``log_every`` steps. ``loss`` is the mean L1 over the interval.
+    printed every ``log_every`` steps. ``loss`` is the mean L1 over the interval;
+    steps/s and patches/s are those of the interval, the ETA tqdm's (smoothed) estimate.
     """
 
     def __init__(
@@ -78,10 +60,17 @@ class ProgressLogger(keras.callbacks.Callback):
         self.enabled = enabled
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.history: list[dict] = []
+        self.bar: tqdm | None = None
 
     def on_train_begin(self, logs=None):
         self.start_step = self.last_step = int((logs or {}).get("initial_step", 0))
-        self.start_time = self.last_time = time.perf_counter()
+        self.last_time = time.perf_counter()
+        if self.enabled:
+            # Off a terminal tqdm's own drawing is discarded and each line printed below instead.
+            self.bar = tqdm(total=self.total, initial=self.start_step, unit="step",
+                            file=self.stream if self.tty else _Discard(),
+                            dynamic_ncols=self.tty, ncols=None if self.tty else 110,
+                            ascii=not self.tty, mininterval=0, miniters=1, bar_format=BAR_FORMAT)
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(batch)
@@ -91,39 +80,32 @@ class ProgressLogger(keras.callbacks.Callback):
         loss = log_value(logs, "loss") if logs and "loss" in logs else float("nan")
         self.model.loss_tracker.reset_state()
         rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
-        overall = (step - self.start_step) / max(now - self.start_time, 1e-9)
         lr = current_lr(self.model.optimizer)
-        eta = (self.total - step) / overall if overall > 0 else float("inf")
         entry = {"step": step, "loss": loss, "lr": lr, "steps_per_sec": rate,
                  "patches_per_sec": rate * self.batch_size}
         self.history.append(entry)
         self.last_step, self.last_time = step, now
         if self.writer is not None:
             with self.writer.as_default():
-                summary_scalar("loss/l1", loss, step)
-                summary_scalar("lr", lr, step)
-                summary_scalar("perf/steps_per_sec", rate, step)
-                summary_scalar("perf/patches_per_sec", rate * self.batch_size, step)
-        if not self.enabled:
+                tf.summary.scalar("loss/l1", loss, step=step)
+                tf.summary.scalar("lr", lr, step=step)
+                tf.summary.scalar("perf/steps_per_sec", rate, step=step)
+                tf.summary.scalar("perf/patches_per_sec", rate * self.batch_size, step=step)
+        if self.bar is None:
             return
-        frac = step / max(self.total, 1)
-        width = 24
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        text = (
-            f"[{bar}] {step}/{self.total} loss {loss:.3f} lr {lr:.2e} "
-            f"{rate:.2f} steps/s ({rate * self.batch_size:.0f} patches/s) "
-            f"ETA {format_duration(eta)}"
+        self.bar.set_postfix_str(
+            f"loss {loss:.3f} lr {lr:.2e} {rate:.2f} steps/s ({rate * self.batch_size:.0f} patches/s)",
+            refresh=False,
         )
-        if self.tty:
-            self.stream.write("\r" + text + ("\n" if step == self.total else ""))
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+        self.bar.update(step - self.bar.n)
+        if not self.tty:
+            self.stream.write(str(self.bar) + "\n")
+            self.stream.flush()
 
     def on_train_end(self, logs=None):
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _image_strip(images: tuple, size: int = 96) -> np.ndarray | None:
@@ -185,14 +167,19 @@ class Validation(keras.callbacks.Callback):
 
     def run(self, step: int) -> list[dict]:
         """Evaluates now (also usable outside training); returns per-set results."""
-        from edsr_tf.training.evaluation import evaluate_set
+        from edsr_tf.evaluation import evaluate_set
 
         model = self.model.sr_model
         results = []
+        shown = []  # the first image of the first set, for the TensorBoard strip
+
+        def keep_first(scored) -> None:
+            if not shown:
+                shown.append(scored)
+
         for i, es in enumerate(self.eval_sets):
-            r = evaluate_set(model, es, bicubic=False, tile=self.tile,
-                             return_images=i == 0 and self.writer is not None)
-            results.append(r)
+            hook = keep_first if i == 0 and self.writer is not None else None
+            results.append(evaluate_set(model, es, bicubic=False, tile=self.tile, on_image=hook))
         main = results[0]["psnr"]
         improved = main > float(self.best_psnr.numpy())
         if improved:
@@ -203,16 +190,16 @@ class Validation(keras.callbacks.Callback):
         if self.writer is not None:
             with self.writer.as_default():
                 for r in results:
-                    summary_scalar(f"val/{r['set']}_x{r['scale']}/psnr", r["psnr"], step)
-                    summary_scalar(f"val/{r['set']}_x{r['scale']}/ssim", r["ssim"], step)
-                imgs = results[0].pop("_images", None)
-                if imgs is not None:
-                    strip = _image_strip((self._first_bicubic(), imgs[1], imgs[2]))
-                    summary_image("val/bicubic_sr_hr", strip[0], step)
+                    tf.summary.scalar(f"val/{r['set']}_x{r['scale']}/psnr", r["psnr"], step=step)
+                    tf.summary.scalar(f"val/{r['set']}_x{r['scale']}/ssim", r["ssim"], step=step)
+                if shown:
+                    strip = _image_strip((self._first_bicubic(), shown[0].sr, shown[0].image.hr))
+                    tf.summary.image("val/bicubic_sr_hr", strip, step=step)
         if self.is_chief:
             text = ", ".join(f"{r['set']} x{r['scale']} {r['psnr']:.2f} dB" for r in results)
             mark = " (best, saved)" if improved and self.best_path is not None else ""
-            self.stream.write(f"\nvalidation @ step {step}: {text}{mark}\n")
+            # Above a progress bar drawn on the same stream, which tqdm redraws below.
+            tqdm.write(f"validation @ step {step}: {text}{mark}", file=self.stream)
             self.stream.flush()
         return results
 

@@ -7,7 +7,7 @@ import os
 from absl import flags
 
 from edsr_tf.models import PRESETS
-from edsr_tf.models.config import EDSR_SCALES
+from edsr_tf.models.config import EDSR_SCALES, ScaleError, parse_scales
 from edsr_tf.training.strategy import STRATEGIES
 
 FLAGS = flags.FLAGS
@@ -25,11 +25,9 @@ def _non_negative(name: str) -> None:
 
 
 def _scales_ok(values) -> bool:
-    if not values:
-        return True
     try:
-        return all(int(v) in EDSR_SCALES for v in values)
-    except (TypeError, ValueError):
+        return all(s in EDSR_SCALES for s in parse_scales(values) or ())
+    except ScaleError:
         return False
 
 

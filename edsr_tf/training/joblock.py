@@ -96,7 +96,7 @@ class JobLock:
     def _refuse(self, info: dict) -> JobLockError:
         return JobLockError(
             f"{self.folder} is in use by another training run ({describe_holder(info)}, lock file "
-            f"{self.path}): wait for it to end or use another --out_dir"
+            f"{self.path}): wait for it to end or use another folder"
         )
 
     def acquire(self) -> "JobLock":

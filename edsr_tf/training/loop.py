@@ -181,7 +181,7 @@ class TrainState:
                 isinstance(e, ValueError) and "shape" in str(e).lower())
             if mismatch:
                 return ("it does not match this model/optimizer/data pipeline (was it written with "
-                        f"other flags?): {_first_line(e)}")
+                        f"other settings?): {_first_line(e)}")
             return f"it is unreadable ({_first_line(e)})"
         return None
 

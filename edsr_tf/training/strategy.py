@@ -1,4 +1,4 @@
-"""``--strategy`` → ``tf.distribute.Strategy`` (auto = Mirrored when more than one GPU)."""
+"""Strategy name → ``tf.distribute.Strategy`` (auto = Mirrored when more than one GPU)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class WorkerInfo:
 
 
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
-    """Builds the distribution strategy named by ``--strategy``.
+    """Builds the distribution strategy named ``name`` (one of :data:`STRATEGIES`).
 
     ``auto``: MirroredStrategy over all GPUs when there is more than one, else the
     default (single-device) strategy. ``mirrored``: MirroredStrategy over all local
@@ -36,7 +36,7 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     if name == "multiworker":
         if not os.environ.get("TF_CONFIG"):
             raise ValueError(
-                "--strategy=multiworker needs the TF_CONFIG environment variable "
+                "the multiworker strategy needs the TF_CONFIG environment variable "
                 '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
                 '"task": {"type": "worker", "index": 0}})'
             )
