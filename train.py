@@ -7,15 +7,14 @@
 Flags given after --flagfile override it. The job directory (--out_dir) gets
 checkpoints/, logs/ (TensorBoard), best.weights.h5, final.weights.h5 and
 eval.json / eval.md (PSNR/SSIM vs bicubic).
+
+Exit status: 0 trained, 1 the training failed, 2 bad flags or configuration
+(errors are one line, ``error: <message>``, on stderr).
 """
 
-from absl import app, flags
+from edsr_tf.training.cli import define_flags, run
 
-from edsr_tf.training import flags as training_flags
-from edsr_tf.training.app import main
-
-training_flags.define_flags()
-flags.adopt_module_key_flags(training_flags)
+define_flags()
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -13,8 +13,8 @@ embedded photograph), next to the Keras model's. Without --weights the model has
 random weights: latency does not depend on the weight values, but then the dB
 figures say nothing about a trained model (the report says which model was used).
 
-    python benchmarks/inference_latency.py [--weights W.weights.h5] [--scales 2,4]
-        [--sizes 128,256] [--runs 3] [--int8-ranges mse|minmax] [--onnx-calibration Percentile]
+    python benchmarks/inference_latency.py [--weights W.weights.h5] [--scale=2,4]
+        [--sizes 128,256] [--runs 3] [--int8_ranges mse|minmax] [--onnx_calibration Percentile]
         [--json out.json]
 """
 
@@ -125,21 +125,25 @@ def real_images(scale: int, limit: int | None):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from edsr_tf.cli_args import ArgumentParser, add_flag, add_scale_flag
+
+    p = ArgumentParser(prog="benchmarks/inference_latency.py", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", action="append", default=[],
                    help="trained .weights.h5/.keras (repeat for several scales); scales without one "
                         "use a randomly initialised --preset model")
     p.add_argument("--preset", default="edsr_baseline")
-    p.add_argument("--scales", default="2,4")
+    add_scale_flag(p, "--scales", default=(2, 4), help="comma list of scales (default 2,4)")
     p.add_argument("--sizes", default="128,256", help="LR sides (square inputs)")
     p.add_argument("--runtimes", default=",".join(RUNTIMES))
     p.add_argument("--runs", type=int, default=5, help="timed runs per point (after one warm-up)")
-    p.add_argument("--psnr-images", type=int, default=5, help="real images for the PSNR check (0: skip)")
-    p.add_argument("--int8-ranges", default="mse", choices=("mse", "minmax"),
-                   help="TFLite int8 activation ranges: mse (refined, the export default) or the "
-                        "converter's plain min/max")
-    p.add_argument("--onnx-calibration", default="Percentile",
-                   help="onnxruntime CalibrationMethod for ONNX int8 (MinMax, Percentile, Entropy, ...)")
+    add_flag(p, "--psnr_images", "--psnr-images", type=int, default=5,
+             help="real images for the PSNR check (0: skip)")
+    add_flag(p, "--int8_ranges", "--int8-ranges", default="mse", choices=("mse", "minmax"),
+             help="TFLite int8 activation ranges: mse (refined, the export default) or the "
+                  "converter's plain min/max")
+    add_flag(p, "--onnx_calibration", "--onnx-calibration", default="Percentile",
+             help="onnxruntime CalibrationMethod for ONNX int8 (MinMax, Percentile, Entropy, ...)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
 
@@ -154,7 +158,7 @@ def main(argv=None) -> int:
     from edsr_tf.metrics import evaluate_pair
     from edsr_tf.models import ModelConfig, build_model, load_model, model_for_scale
 
-    scales = [int(s) for s in args.scales.split(",")]
+    scales = list(args.scale)
     sizes = [int(s) for s in args.sizes.split(",")]
     runtimes = [r for r in args.runtimes.split(",") if r]
     threads = os.cpu_count() or 1

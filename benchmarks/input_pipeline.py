@@ -18,7 +18,6 @@ consumption (batch x steps/s of ``benchmarks/train_throughput.py``) to see the h
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -75,8 +74,10 @@ def time_pipeline(ds, batches: int, warmup: int, batch_size: int) -> tuple[float
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a DIV2K folder with one x2 pair")
+    from edsr_tf.cli_args import ArgumentParser, add_flag
+
+    p = ArgumentParser(prog="benchmarks/input_pipeline.py", description=__doc__.splitlines()[0])
+    add_flag(p, "--data_dir", "--data", type=Path, default=DEFAULT_DATA, help="a DIV2K folder with one x2 pair")
     p.add_argument("--copies", type=int, default=8)
     p.add_argument("--batches", type=int, default=60)
     p.add_argument("--warmup", type=int, default=10)
@@ -85,9 +86,9 @@ def main() -> int:
     p.add_argument("--crops_per_image", type=int, default=None, help="default: the pipeline's default")
     p.add_argument("--only", nargs="*", choices=["png", "png_1crop", "cache", "generated_lr"])
     args = p.parse_args()
-    if not (args.data / "DIV2K_train_HR").is_dir():
-        print(f"error: {args.data}/DIV2K_train_HR not found (--data)", file=sys.stderr)
-        return 1
+    if not (args.data_dir / "DIV2K_train_HR").is_dir():
+        print(f"error: {args.data_dir}/DIV2K_train_HR not found (--data_dir)", file=sys.stderr)
+        return 2
 
     import tensorflow as tf
 
@@ -98,7 +99,7 @@ def main() -> int:
     only = set(args.only or ["png", "png_1crop", "cache", "generated_lr"])
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="edsr_input_bench_") as tmp:
-        div2k, hr_dir = make_copies(args.data, Path(tmp), args.copies)
+        div2k, hr_dir = make_copies(args.data_dir, Path(tmp), args.copies)
         common = dict(patch_size=args.patch_size, batch_size=args.batch_size, seed=0)
 
         def run(name: str, source, warmup: int = args.warmup, **kw) -> None:

@@ -147,6 +147,7 @@ def main(argv=None) -> int:
     p.add_argument("--fp16_tolerance", type=float, default=0.01, help="max PSNR change (dB) to store float16")
     p.add_argument("--skip_export", action="store_true", help="no TFLite drop figures (faster)")
     p.add_argument("--hardware", default=None, help="training hardware (default: this machine's CPU)")
+    p.add_argument("--note", default=None, help="anything about the run the card should say")
     args = p.parse_args(argv)
 
     from edsr_tf.models import read_config
@@ -205,6 +206,8 @@ def main(argv=None) -> int:
         "validation_curve": history["curve"],
         "measured_by": f"python benchmarks/ship_pretrained.py --name {args.name} --run_dir {args.run_dir}",
     }
+    if args.note:
+        card["note"] = args.note
     manifest_path = PACKAGE_DIR / MANIFEST
     doc = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
     doc["models"][args.name] = {

@@ -1,8 +1,8 @@
 """Training throughput (LR patches/s) of our Keras train step vs a plain PyTorch step.
 
     python benchmarks/train_throughput.py [--presets edsr_baseline,edsr,mdsr_baseline]
-        [--batch edsr_baseline=16,edsr=2,mdsr_baseline=16] [--patch 48] [--steps 4]
-        [--rounds 3] [--jit_compile] [--out results.json]
+        [--batch edsr_baseline=16,edsr=2,mdsr_baseline=16] [--patch_size 48] [--steps 4]
+        [--rounds 3] [--jit_compile] [--json results.json]
 
 For each preset, the same network (identical parameter count, checked) is trained on
 random LR/HR patches with L1 + Adam: ours through ``SRTrainer`` and the checkpointable
@@ -214,7 +214,7 @@ class _Worker:
         import subprocess
 
         cmd = [sys.executable, __file__, "--worker", framework, "--presets", preset,
-               "--batch", f"{preset}={batch}", "--patch", str(args.patch), "--warmup",
+               "--batch", f"{preset}={batch}", "--patch_size", str(args.patch_size), "--warmup",
                str(args.warmup), "--torch_threads", args.torch_threads]
         if args.jit_compile:
             cmd.append("--jit_compile")
@@ -265,7 +265,7 @@ def bench_preset(preset: str, batch: int, steps: int, args) -> dict:
     rate = {k: steps * batch / statistics.median(v) for k, v in times.items()}
     return {
         "preset": preset, "scales": list(_config(preset).scales),
-        "params": workers["keras"].info["params"], "batch": batch, "patch": args.patch,
+        "params": workers["keras"].info["params"], "batch": batch, "patch": args.patch_size,
         "steps_per_round": steps, "rounds": args.rounds, "torch_threads": workers["torch"].info["threads"],
         "keras_patches_per_s": rate["keras"], "torch_patches_per_s": rate["torch"],
         "ratio": rate["keras"] / rate["torch"],
@@ -282,23 +282,25 @@ def parse_batches(text: str) -> dict[str, int]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from edsr_tf.cli_args import ArgumentParser, add_flag
+
+    p = ArgumentParser(prog="benchmarks/train_throughput.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--presets", default="edsr_baseline,edsr,mdsr_baseline")
     p.add_argument("--batch", default="", help="per-preset batch, e.g. edsr=2 (defaults: %s)" % DEFAULT_BATCH)
-    p.add_argument("--patch", type=int, default=48, help="LR patch size (paper: 48)")
+    add_flag(p, "--patch_size", "--patch", type=int, default=48, help="LR patch size (paper: 48)")
     p.add_argument("--steps", type=int, default=4, help="steps per timed round (edsr: half)")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per framework (median reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--jit_compile", action="store_true", help="XLA-compile our step")
     p.add_argument("--torch_threads", default="best",
                    help="PyTorch threads: 'best' (faster of all cores and 1), 'all', or a number")
-    p.add_argument("--out", default=None, help="also write the results as JSON here")
+    add_flag(p, "--json", "--out", default=None, help="also write the results as JSON here")
     p.add_argument("--worker", choices=["keras", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     batches = parse_batches(args.batch)
     presets = [s.strip() for s in args.presets.split(",") if s.strip()]
     if args.worker:
-        return worker(args.worker, presets[0], batches[presets[0]], args.patch, args.warmup,
+        return worker(args.worker, presets[0], batches[presets[0]], args.patch_size, args.warmup,
                       args.jit_compile, args.torch_threads)
     import tensorflow as tf
     import torch
@@ -314,7 +316,7 @@ def main(argv=None) -> int:
     env = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, "
            f"TF {tf.__version__}, torch {torch.__version__}"
            + (", XLA" if args.jit_compile else ""))
-    print(f"\nTraining throughput (LR {args.patch}x{args.patch} patches/s, median of {args.rounds} "
+    print(f"\nTraining throughput (LR {args.patch_size}x{args.patch_size} patches/s, median of {args.rounds} "
           f"alternating rounds; {env})\n")
     print("| preset | scales | params | batch | keras (ours) | PyTorch | ours / PyTorch |")
     print("|---|---|---|---|---|---|---|")
@@ -322,8 +324,8 @@ def main(argv=None) -> int:
         print(f"| {r['preset']} | {'/'.join(f'x{s}' for s in r['scales'])} | {r['params']:,} | "
               f"{r['batch']} | {r['keras_patches_per_s']:.1f} | {r['torch_patches_per_s']:.1f} "
               f"({r['torch_threads']} thr) | {r['ratio']:.2f}x |")
-    if args.out:
-        path = Path(args.out)
+    if args.json:
+        path = Path(args.json)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps({"environment": env, "results": results}, indent=2) + "\n")
         os.replace(tmp, path)

@@ -12,7 +12,6 @@ allocations) and the wall time. The issue's bound is 3 GiB with the default tile
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -34,9 +33,11 @@ def peak_rss_mib() -> float:
 def main() -> int:
     from edsr_tf.inference import DEFAULT_TILE
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from edsr_tf.cli_args import ArgumentParser, add_flag
+
+    p = ArgumentParser(prog="benchmarks/upscale_memory.py", description=__doc__.splitlines()[0])
     p.add_argument("--tile", default=str(DEFAULT_TILE), help="--tile passed to the upscaler (default auto)")
-    p.add_argument("--tile-overlap", type=int, default=None)
+    add_flag(p, "--tile_overlap", "--tile-overlap", type=int, default=None)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--weights", help="an edsr_baseline x4 weights file (default: random weights)")
     p.add_argument("--width", type=int, default=2040)
@@ -75,10 +76,10 @@ def main() -> int:
 
     gc.collect()
     before = peak_rss_mib()
-    argv = [str(src), "--weights", str(weights), "--out", str(work / "out"), "--tile", str(args.tile),
+    argv = [str(src), "--weights", str(weights), "--out_dir", str(work / "out"), "--tile", str(args.tile),
             "--batch", str(args.batch), "--quiet"]
     if args.tile_overlap is not None:
-        argv += ["--tile-overlap", str(args.tile_overlap)]
+        argv += ["--tile_overlap", str(args.tile_overlap)]
     t0 = time.perf_counter()
     rc = upscale_main(argv)
     seconds = time.perf_counter() - t0

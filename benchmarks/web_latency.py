@@ -9,7 +9,7 @@ runtime does the same work; and once with the page's default tile). ``model`` is
 Without --weights the model is EDSR-baseline with random weights: latency does not depend on the
 weight values. Median (best) of --runs runs after one warm-up.
 
-    python benchmarks/web_latency.py [--weights W.weights.h5] [--scales 2,4] [--size 256] [--runs 3]
+    python benchmarks/web_latency.py [--weights W.weights.h5] [--scale=2,4] [--size 256] [--runs 3]
         [--json out.json]
 
 Needs what tests/test_web.py needs: Playwright, Chromium and ``npm ci --prefix edsr_tf/export/web_page``.
@@ -17,7 +17,6 @@ Needs what tests/test_web.py needs: Playwright, Chromium and ``npm ci --prefix e
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -147,9 +146,11 @@ def table(results: list[dict], threads: int) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from edsr_tf.cli_args import ArgumentParser, add_scale_flag
+
+    p = ArgumentParser(prog="benchmarks/web_latency.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", default=None, help="model file (default: random EDSR-baseline per scale)")
-    p.add_argument("--scales", default="2,4")
+    add_scale_flag(p, "--scales", default=(2, 4), help="comma list of scales (default 2,4)")
     p.add_argument("--size", type=int, default=256, help="LR side")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--json", default=None)
@@ -161,7 +162,7 @@ def main(argv=None) -> int:
         print(f"web_latency: {reason}", file=sys.stderr)
         return 2
     web.runtime_dist()
-    scales = [int(s) for s in args.scales.split(",") if s.strip()]
+    scales = list(args.scale)
     results = []
     with tempfile.TemporaryDirectory(prefix="edsr-web-bench-") as tmp, web.chromium() as browser:
         version = browser.version

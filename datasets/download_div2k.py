@@ -1,6 +1,6 @@
 """Downloads DIV2K (HR + LR zips) from its official site, verifies, resumes, and extracts.
 
-    python datasets/download_div2k.py --dest data/DIV2K_zips --extract_to data/DIV2K [--scales 2 3 4]
+    python datasets/download_div2k.py --out_dir data/DIV2K_zips --extract_to data/DIV2K [--scale=2,3,4]
         [--track bicubic|unknown] [--no_valid]
 
 The zips (train HR 3.5 GB, valid HR 0.45 GB, LR x2 0.9 GB, ...) come from
@@ -9,17 +9,20 @@ records. ``--extract_to`` gives DIV2K's own layout (``DIV2K_train_HR/0001.png``,
 ``DIV2K_train_LR_bicubic/X2/0001x2.png``, ``DIV2K_valid_*``), which
 ``DataSource.div2k(<extract_to>)`` reads. For the tfds source, download into
 ``<tfds data_dir>/downloads/manual`` instead and do not extract. Interrupted? Run the same
-command again: it resumes the ``.part`` file.
+command again: it resumes the ``.part`` file. Exit status: 0 done, 1 a download failed,
+2 bad arguments.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from _download import extract, fetch, run_job  # noqa: E402
+
+from edsr_tf.cli_args import ArgumentParser, add_flag, add_scale_flag  # noqa: E402
 
 URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
 #: zip name -> (size in bytes, sha256), as recorded by tensorflow-datasets' div2k checksums.
@@ -41,6 +44,10 @@ FILES = {
 }
 
 
+#: The scales DIV2K has LR images for.
+SCALES = (2, 3, 4)
+
+
 def wanted(scales: list[int], track: str, valid: bool, hr: bool) -> list[str]:
     splits = ["train", "valid"] if valid else ["train"]
     names = [f"DIV2K_{s}_HR.zip" for s in splits] if hr else []
@@ -48,26 +55,37 @@ def wanted(scales: list[int], track: str, valid: bool, hr: bool) -> list[str]:
     return names
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dest", type=Path, required=True, help="folder for the zips (e.g. <tfds data_dir>/downloads/manual)")
-    p.add_argument("--extract_to", type=Path, help="extract into this DIV2K root (DataSource.div2k)")
-    p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4], choices=[2, 3, 4])
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="datasets/download_div2k.py", description=__doc__.splitlines()[0])
+    add_flag(p, "--out_dir", "--dest", type=Path, required=True, metavar="DIR",
+             help="folder for the zips (e.g. <tfds data_dir>/downloads/manual)")
+    p.add_argument("--extract_to", type=Path, metavar="DIR",
+                   help="also extract into this DIV2K root (DataSource.div2k)")
+    add_scale_flag(p, "--scales", legacy_list=True, default=SCALES,
+                   help="LR scales to fetch, a comma list of 2, 3, 4 (default 2,3,4)")
     p.add_argument("--track", choices=["bicubic", "unknown"], default="bicubic")
     p.add_argument("--no_valid", action="store_true", help="skip the validation images 0801-0900")
     p.add_argument("--no_hr", action="store_true", help="skip the HR zips (already have them)")
-    args = p.parse_args(argv)
-    names = wanted(args.scales, args.track, not args.no_valid, not args.no_hr)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    bad = [s for s in args.scale if s not in SCALES]
+    if bad:
+        parser.error(f"argument --scale: DIV2K has no x{bad[0]} LR images (scales: 2, 3, 4)")
+    names = wanted(list(args.scale), args.track, not args.no_valid, not args.no_hr)
     total = sum(FILES[n][0] for n in names) / 2**30
-    print(f"DIV2K: {len(names)} files, {total:.1f} GiB, into {args.dest}")
+    print(f"DIV2K: {len(names)} files, {total:.1f} GiB, into {args.out_dir}")
 
     def job() -> None:
         for name in names:
             size, sha = FILES[name]
-            fetch(URL + name, args.dest / name, size=size, sha256=sha)
+            fetch(URL + name, args.out_dir / name, size=size, sha256=sha)
         if args.extract_to:
             for name in names:
-                extract(args.dest / name, args.extract_to)
+                extract(args.out_dir / name, args.extract_to)
             print(f"done: DataSource.div2k({str(args.extract_to)!r}) / --data_dir {args.extract_to}")
 
     return run_job(job)

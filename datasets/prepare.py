@@ -2,7 +2,7 @@
 
 Make LR files once (as MATLAB's imresize does it, on the whole image) for any HR folder::
 
-    python datasets/prepare.py lr --hr_dir photos/HR --lr_dir photos/LR_bicubic --scales 2 3 4
+    python datasets/prepare.py lr --hr_dir photos/HR --out_dir photos/LR_bicubic --scale=2,3,4
 
 writes ``photos/LR_bicubic/X2/<stem>x2.png`` (HR cropped to a multiple of the scale first, as the
 DIV2K/benchmark LR were made); train on it with ``DataSource.folder("photos/HR",
@@ -11,21 +11,33 @@ lr_root="photos/LR_bicubic")``. Existing LR files newer than their HR are kept.
 Build (or check and repair) the decoded-image cache before training, so the first epoch does
 not pay for PNG decoding::
 
-    python datasets/prepare.py cache --div2k data/DIV2K --scales 2 3 4 --cache_dir data/cache
-    python datasets/prepare.py cache --hr_dir photos/HR [--lr_dir photos/LR_bicubic] --scales 2 --cache_dir data/cache
+    python datasets/prepare.py cache --div2k data/DIV2K --scale=2,3,4 --cache_dir data/cache
+    python datasets/prepare.py cache --hr_dir photos/HR [--lr_dir photos/LR_bicubic] --scale=2 --cache_dir data/cache
+
+(``--cache_dir`` is the cache's output folder, named as ``train.py --cache_dir`` that reads it.)
+Exit status: 0 done, 1 a file could not be read or written (named on stderr), 2 bad arguments.
 """
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import logging
 import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edsr_tf.cli_args import (  # noqa: E402
+    EXIT_FAILED,
+    EXIT_OK,
+    ArgumentParser,
+    add_flag,
+    add_scale_flag,
+    positive_int,
+    print_error,
+    quiet_tensorflow,
+)
 
 
 def make_lr(hr_dir: Path, lr_dir: Path, scales: list[int], *, overwrite: bool = False,
@@ -61,43 +73,56 @@ def make_lr(hr_dir: Path, lr_dir: Path, scales: list[int], *, overwrite: bool = 
         return sum(pool.map(one, [p.hr_path for p in pairs]))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="datasets/prepare.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    lr = sub.add_parser("lr", help="make LR images with MATLAB bicubic imresize")
-    lr.add_argument("--hr_dir", type=Path, required=True)
-    lr.add_argument("--lr_dir", type=Path, required=True, help="gets X<s>/<stem>x<s>.png")
-    lr.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
-    lr.add_argument("--overwrite", action="store_true")
-    lr.add_argument("--workers", type=int)
-    cache = sub.add_parser("cache", help="build/check the decoded-image cache")
+    lr = sub.add_parser("lr", help="make LR images with MATLAB bicubic imresize",
+                        description="Make LR images with MATLAB bicubic imresize.")
+    lr.add_argument("--hr_dir", type=Path, required=True, metavar="DIR", help="folder of HR images")
+    add_flag(lr, "--out_dir", "--lr_dir", type=Path, required=True, metavar="DIR",
+             help="LR root: gets X<s>/<stem>x<s>.png")
+    add_scale_flag(lr, "--scales", legacy_list=True, default=(2, 3, 4),
+                   help="comma list of scales (default 2,3,4)")
+    lr.add_argument("--overwrite", action="store_true", help="remake LR files newer than their HR")
+    lr.add_argument("--workers", type=positive_int, metavar="N", help="threads (default: CPU count)")
+    cache = sub.add_parser("cache", help="build/check the decoded-image cache",
+                           description="Build (or check and repair) the decoded-image cache.")
     src = cache.add_mutually_exclusive_group(required=True)
-    src.add_argument("--div2k", type=Path, help="DIV2K root (DIV2K_train_HR/...)")
-    src.add_argument("--hr_dir", type=Path, help="folder of HR images")
-    cache.add_argument("--lr_dir", type=Path, help="with --hr_dir: LR root with X<s>/ folders")
+    src.add_argument("--div2k", type=Path, metavar="DIR", help="DIV2K root (DIV2K_train_HR/...)")
+    src.add_argument("--hr_dir", type=Path, metavar="DIR", help="folder of HR images")
+    cache.add_argument("--lr_dir", type=Path, metavar="DIR",
+                       help="with --hr_dir: LR root with X<s>/ folders (made by 'prepare.py lr')")
     cache.add_argument("--track", choices=["bicubic", "unknown"], default="bicubic")
     cache.add_argument("--data_range", help="e.g. 1-800/801-900 (DIV2K default)")
-    cache.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
-    cache.add_argument("--cache_dir", type=Path, required=True)
-    args = p.parse_args(argv)
+    add_scale_flag(cache, "--scales", legacy_list=True, default=(2, 3, 4),
+                   help="comma list of scales (default 2,3,4)")
+    cache.add_argument("--cache_dir", type=Path, required=True, metavar="DIR",
+                       help="the cache folder (written; train.py --cache_dir reads it)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_tensorflow()
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from edsr_tf.data import DataSource, prepare_cache
 
     try:
         if args.command == "lr":
-            n = make_lr(args.hr_dir, args.lr_dir, args.scales, overwrite=args.overwrite, workers=args.workers)
-            print(f"wrote {n} LR images under {args.lr_dir}")
+            n = make_lr(args.hr_dir, args.out_dir, list(args.scale), overwrite=args.overwrite,
+                        workers=args.workers)
+            print(f"wrote {n} LR images under {args.out_dir}")
         else:
             source = (DataSource.div2k(args.div2k, track=args.track, data_range=args.data_range)
                       if args.div2k else DataSource.folder(args.hr_dir, lr_root=args.lr_dir,
                                                            data_range=args.data_range))
-            c = prepare_cache(source, args.scales, args.cache_dir)
+            c = prepare_cache(source, list(args.scale), args.cache_dir)
             print(f"cache {args.cache_dir}: {c.decoded} decoded, {c.reused} reused, {c.rebuilt} rebuilt")
     except (ValueError, OSError) as e:  # DataError, ImageReadError: one line naming the file
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        print_error(str(e))
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

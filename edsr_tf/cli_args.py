@@ -1,11 +1,36 @@
-"""Argument checks shared by the model-or-bicubic CLIs (``upscale``, ``evaluate``)."""
+"""What every edsr-tf command line shares: one flag dialect, one error style, one exit-code scheme.
+
+* Flags are spelled with underscores, as absl spells ``train.py``'s (``--dataset_dir``,
+  ``--out_dir``, ``--self_ensemble``). Older spellings stay accepted as deprecated aliases
+  (:func:`add_flag`): using one prints ``note: --dataset-dir is deprecated; use --dataset_dir``
+  on stderr. ``--help`` shows the current spelling and lists the old ones at the end.
+* Scales are ``--scale=2`` or ``--scale=2,3,4`` (:func:`add_scale_flag`, parsed with
+  :func:`edsr_tf.models.config.parse_scales`).
+* Exit codes: 0 success, 1 the work failed, 2 bad arguments (argparse usage errors included).
+* Errors are one line, ``error: <message>``, on stderr (:func:`print_error`; usage errors too,
+  through :class:`ArgumentParser`).
+
+Importing this module, building a parser and printing ``--help`` never imports TensorFlow.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 import sys
+import textwrap
 from pathlib import Path
+from typing import Any, Mapping
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the work failed (a file, an export, a download...)
+EXIT_USAGE = 2  # bad arguments: nothing was done
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing: the front end prints ``error: <message>``, exits 2."""
 
 
 def print_error(msg: str) -> None:
@@ -13,57 +38,234 @@ def print_error(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr, flush=True)
 
 
-WEIGHTS_HELP = ("a shipped model's name (see --list-models), or a .weights.h5/.keras file written "
-                "by edsr_tf (config embedded)")
+def print_note(msg: str) -> None:
+    """Prints ``note: msg`` on stderr."""
+    print(f"note: {msg}", file=sys.stderr, flush=True)
 
 
-def add_list_models(parser: argparse.ArgumentParser) -> None:
-    """``--list-models``: print the shipped models with their figures and exit."""
-    parser.add_argument("--list-models", action=_ListModels, nargs=0,
-                        help="list the shipped models (usable by name with --weights) and exit")
+def deprecation_note(old: str, new: str) -> None:
+    """``note: OLD is deprecated; use NEW`` on stderr."""
+    print_note(f"{old} is deprecated; use {new}")
 
 
-class _ListModels(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        from edsr_tf.pretrained import PretrainedError, format_models
+# ----------------------------------------------------------------------------- the parser
 
+
+class _HideDeprecatedFormatter:
+    """Help formatter mixin: an argument's deprecated spellings (and forms) are left out of its help."""
+
+    def _format_args(self, action, default_metavar):
+        if getattr(action, "legacy_list", False):  # --scale S (the old "S S ..." form is not shown)
+            return self._metavar_formatter(action, default_metavar)(1)[0]
+        return super()._format_args(action, default_metavar)
+
+    def _format_action_invocation(self, action):
+        old = getattr(action, "deprecated", ())
+        if not old:
+            return super()._format_action_invocation(action)
+        saved = action.option_strings
+        action.option_strings = [s for s in saved if s not in old]
         try:
-            print(format_models())
-        except PretrainedError as e:
-            parser.exit(1, f"error: {e}\n")
-        parser.exit(0)
+            return super()._format_action_invocation(action)
+        finally:
+            action.option_strings = saved
 
 
-def sr_args_error(args: argparse.Namespace, *, weights_required: bool = True) -> str | None:
-    """The first problem with ``--weights/--bicubic/--scale/--self-ensemble/--tile-overlap/--batch``.
+_FORMATTERS: dict[type, type] = {}
 
-    Returns a one-line message naming the flag, or None when the combination is valid.
-    ``weights_required=False``: neither ``--weights`` nor ``--bicubic`` means the shipped model.
+
+def _hiding(formatter_class: type) -> type:
+    if issubclass(formatter_class, _HideDeprecatedFormatter):
+        return formatter_class
+    if formatter_class not in _FORMATTERS:
+        _FORMATTERS[formatter_class] = type(
+            formatter_class.__name__, (_HideDeprecatedFormatter, formatter_class), {})
+    return _FORMATTERS[formatter_class]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every edsr-tf front end.
+
+    Usage errors print one line, ``error: <message> (see PROG --help)``, and exit 2; an
+    argument's deprecated spellings (:func:`add_flag`) are hidden from its help line and
+    listed once at the end of ``--help``. Prefixes of flags are not accepted (``--over`` for
+    ``--overwrite``): with two spellings per flag they would be ambiguous.
     """
-    if args.bicubic and args.weights:
-        return "give either --weights W or --bicubic, not both"
-    if weights_required and not args.bicubic and not args.weights:
-        return "give exactly one of --weights W and --bicubic"
-    if args.bicubic and args.scale is None:
-        return "--bicubic needs --scale"
-    if args.bicubic and args.self_ensemble:
-        return "--self-ensemble needs a model (--weights), not --bicubic"
-    if args.scale is not None and args.scale < 2:
-        return f"--scale must be an integer >= 2, got {args.scale}"
-    if args.tile_overlap is not None and args.tile_overlap < 0:
-        return f"--tile-overlap must be >= 0, got {args.tile_overlap}"
-    if args.batch < 1:
-        return f"--batch must be >= 1, got {args.batch}"
-    return None
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs["formatter_class"] = _hiding(kwargs.get("formatter_class", argparse.HelpFormatter))
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        for action in self._actions:
+            if getattr(action, "deprecated", ()):
+                message = message.replace("/".join(action.option_strings), action.option_strings[0])
+        print_error(f"{message} (see {self.prog} --help)")
+        self.exit(EXIT_USAGE)
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        renames = flag_renames(self)
+        if renames:
+            pairs = ", ".join(f"{old} ({new})" for old, new in renames.items())
+            text += "\n" + textwrap.fill(f"deprecated spellings, still accepted with a note: {pairs}",
+                                         width=100, break_on_hyphens=False) + "\n"
+        return text
 
 
-def quiet_tensorflow() -> None:
-    """Hides TensorFlow's C++ info/warning logs (unless the user set ``TF_CPP_MIN_LOG_LEVEL``).
+def _deprecating(action_cls: type) -> type:
+    """``action_cls`` that prints a deprecation note when called through an old spelling."""
 
-    Called first thing in each CLI's ``main()``, before TensorFlow is imported; library
-    modules never change ``os.environ`` when imported.
+    class Deprecating(action_cls):
+        def __call__(self, parser, namespace, values, option_string=None):
+            if option_string in getattr(self, "deprecated", ()):
+                deprecation_note(option_string, self.option_strings[0])
+            super().__call__(parser, namespace, values, option_string)
+
+    Deprecating.__name__ = Deprecating.__qualname__ = f"Deprecating{action_cls.__name__}"
+    return Deprecating
+
+
+def add_flag(container, name: str, *old: str, **kwargs) -> argparse.Action:
+    """Adds ``name`` (the underscore spelling) to a parser or group, with deprecated spellings ``old``.
+
+    ``kwargs`` are :meth:`argparse.ArgumentParser.add_argument`'s; the destination comes
+    from ``name``. Using an old spelling works as ``name`` does and prints
+    ``note: OLD is deprecated; use NAME``.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    action = kwargs.pop("action", "store")
+    cls = container._registry_get("action", action, action) if isinstance(action, str) else action
+    if old:
+        cls = _deprecating(cls)
+    act = container.add_argument(name, *old, action=cls, **kwargs)
+    act.deprecated = tuple(old)
+    return act
+
+
+def flag_renames(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``{deprecated spelling: current spelling}`` of a parser's flags (subcommands included)."""
+    out: dict[str, str] = {}
+    for action in parser._actions:
+        for old in getattr(action, "deprecated", ()):
+            out[old] = action.option_strings[0]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out.update(flag_renames(sub))
+    return out
+
+
+def translate_flags(text: str, renames: Mapping[str, str]) -> str:
+    """``text`` with every old flag spelling of ``renames`` replaced by the current one.
+
+    For messages of library code that still names flags the old way (``--max-pixels``).
+    """
+    if not renames:
+        return text
+    pattern = "|".join(re.escape(old) for old in sorted(renames, key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])({pattern})(?![\w-])", lambda m: renames[m.group(1)], text)
+
+
+# ----------------------------------------------------------------------------- typed values
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """``a,b,c`` as ``("a", "b", "c")`` (blanks dropped)."""
+    return tuple(t for t in (p.strip() for p in text.split(",")) if t)
+
+
+def scales_arg(text: str) -> tuple[int, ...]:
+    """``2`` or ``2,3,4`` as a tuple of scales (each >= 2), via :func:`~edsr_tf.models.config.parse_scales`."""
+    from edsr_tf.models.config import ScaleError, parse_scales
+
+    try:
+        scales = parse_scales(text)
+    except ScaleError as e:
+        raise argparse.ArgumentTypeError(f"{e} (or a comma list such as 2,3,4)") from None
+    if not scales:
+        raise argparse.ArgumentTypeError(f"expected a scale such as 2 or 2,3,4, got {text!r}")
+    low = [s for s in scales if s < 2]
+    if low:
+        raise argparse.ArgumentTypeError(f"a scale must be an integer >= 2, got {low[0]}")
+    if len(set(scales)) != len(scales):
+        raise argparse.ArgumentTypeError(f"scale {text!r} repeats a scale")
+    return scales
+
+
+class _ScalesAction(argparse.Action):
+    """Stores ``--scale=2,3,4`` as a tuple (``single``: one int).
+
+    The deprecated forms ``--scales 2 3 4`` (another spelling; space-separated values
+    need ``nargs='+'``) are accepted with a note naming the new form.
+    """
+
+    def __init__(self, option_strings, dest, single: bool = False, **kwargs):
+        self.single = single
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = list(values) if isinstance(values, (list, tuple)) else [values]
+        canonical = self.option_strings[0]
+        try:
+            scales = scales_arg(",".join(items))
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"argument {canonical}: {e}")
+        if self.single and len(scales) != 1:
+            parser.error(f"argument {canonical}: expected one scale such as 2, got {','.join(items)}")
+        if option_string != canonical or len(items) > 1:
+            deprecation_note(f"{option_string} {' '.join(items)}",
+                             f"{canonical}={','.join(map(str, scales))}")
+        setattr(namespace, self.dest, scales[0] if self.single else scales)
+
+
+def add_scale_flag(container, *old: str, single: bool = False, legacy_list: bool = False,
+                   help: str, **kwargs) -> argparse.Action:
+    """``--scale=2`` (``single``: an int) or ``--scale=2,3,4`` (a tuple), the one scale syntax.
+
+    ``old``: deprecated spellings (``--scales``). ``legacy_list``: also accept the old
+    space-separated form ``--scale 2 3 4`` (with a note); only for parsers without
+    positional arguments, which the values would swallow.
+    """
+    metavar = "S" if single else "S[,S...]"
+    act = container.add_argument("--scale", *old, action=_ScalesAction, single=single,
+                                 nargs="+" if legacy_list else None, metavar=metavar,
+                                 help=help, **kwargs)
+    act.deprecated = tuple(old)
+    act.legacy_list = legacy_list
+    return act
 
 
 def tile_arg(text: str) -> int | str:
@@ -80,7 +282,7 @@ def tile_arg(text: str) -> int | str:
 
 
 def max_pixels_arg(text: str) -> int:
-    """``--max-pixels`` value: pixels as an integer, or megapixels with an ``M`` (``250M``); 0 = no limit."""
+    """``--max_pixels`` value: pixels as an integer, or megapixels with an ``M`` (``250M``); 0 = no limit."""
     t = text.strip().replace("_", "").replace(",", "")
     try:
         if t[-1:] in ("M", "m"):
@@ -99,16 +301,128 @@ def max_pixels_arg(text: str) -> int:
     return value
 
 
+# ----------------------------------------------------------------------------- shared flags
+
+
+WEIGHTS_HELP = ("a shipped model's name (see --list_models), or a .weights.h5/.keras file written "
+                "by edsr_tf (config embedded)")
+
+
+def add_list_models(parser: argparse.ArgumentParser) -> None:
+    """``--list_models``: print the shipped models with their figures and exit."""
+    add_flag(parser, "--list_models", "--list-models", action=_ListModels, nargs=0,
+             help="list the shipped models (usable by name with --weights) and exit")
+
+
+class _ListModels(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        from edsr_tf.pretrained import PretrainedError, format_models
+
+        try:
+            print(format_models())
+        except PretrainedError as e:
+            print_error(str(e))
+            parser.exit(EXIT_FAILED)
+        parser.exit(EXIT_OK)
+
+
 def add_max_pixels(parser: argparse.ArgumentParser) -> None:
-    """``--max-pixels N``: the decompression-bomb limit of every image read."""
+    """``--max_pixels N``: the decompression-bomb limit of every image read."""
     from edsr_tf.images import DEFAULT_MAX_PIXELS, format_megapixels
 
-    parser.add_argument(
-        "--max-pixels", type=max_pixels_arg, default=DEFAULT_MAX_PIXELS, metavar="N",
+    add_flag(
+        parser, "--max_pixels", "--max-pixels", type=max_pixels_arg, default=DEFAULT_MAX_PIXELS,
+        metavar="N",
         help=f"refuse any image of more than N pixels (width x height, read from the file header "
              f"before decoding: decompression bombs); default {DEFAULT_MAX_PIXELS:_} "
              f"({format_megapixels(DEFAULT_MAX_PIXELS)}); '250M' = 250 Mpx; 0 = no limit",
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class TileOptions:
+    """How a model runs over an image (``--tile/--tile_overlap/--batch/--self_ensemble``).
+
+    ``tile``: LR tile side, ``"auto"`` (memory-bounded) or None (whole image); ``overlap``:
+    LR context pixels per tile side (None: the model's receptive-field radius, exact).
+    """
+
+    tile: int | str | None = "auto"
+    overlap: int | None = None
+    batch_size: int = 1
+    self_ensemble: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "TileOptions":
+        return cls(tile=args.tile or None, overlap=args.tile_overlap, batch_size=args.batch,
+                   self_ensemble=args.self_ensemble)
+
+    def kwargs(self) -> dict[str, Any]:
+        """As keywords of :func:`edsr_tf.inference.upscale_tiles` / :func:`edsr_tf.evaluation.model_sr`."""
+        return dict(tile=self.tile, tile_overlap=self.overlap, batch_size=self.batch_size,
+                    self_ensemble=self.self_ensemble)
+
+
+def add_tiling_flags(parser: argparse.ArgumentParser, *, ensemble_help: str) -> None:
+    """``--tile``, ``--tile_overlap``, ``--batch``, ``--self_ensemble`` (read with :meth:`TileOptions.from_args`)."""
+    from edsr_tf.inference import DEFAULT_TILE
+
+    parser.add_argument("--tile", type=tile_arg, default=DEFAULT_TILE,
+                        help="LR tile size in pixels, 0 = whole image in one pass, 'auto' (default) = "
+                             "largest tile whose activations fit about 1.5 GiB")
+    add_flag(parser, "--tile_overlap", "--tile-overlap", type=non_negative_int, default=None,
+             metavar="N",
+             help="LR context pixels on each tile side (default: the model's receptive-field "
+                  "radius, which makes tiling exact; smaller is faster but approximate)")
+    parser.add_argument("--batch", type=positive_int, default=1, metavar="N",
+                        help="tiles per model call (default 1)")
+    add_flag(parser, "--self_ensemble", "--self-ensemble", action="store_true", help=ensemble_help)
+
+
+def sr_args_error(args: argparse.Namespace, *, weights_required: bool = True) -> str | None:
+    """The first problem with ``--weights/--bicubic/--scale/--self_ensemble``, or None.
+
+    ``weights_required=False``: neither ``--weights`` nor ``--bicubic`` means the shipped model.
+    """
+    if args.bicubic and args.weights:
+        return "give either --weights W or --bicubic, not both"
+    if weights_required and not args.bicubic and not args.weights:
+        return "give exactly one of --weights W and --bicubic"
+    if args.bicubic and args.scale is None:
+        return "--bicubic needs --scale"
+    if args.bicubic and args.self_ensemble:
+        return "--self_ensemble needs a model (--weights), not --bicubic"
+    return None
+
+
+def resolve_weights(weights: str, requested_scale: int | None):
+    """``(config, scale)`` of ``--weights`` (read from the file, nothing built) at ``--scale``.
+
+    Raises :class:`UsageError` in flag wording: an unreadable file, or a scale the model
+    lacks (or none given for a multi-scale model).
+    """
+    from edsr_tf.models.config import ScaleError, resolve_scale
+    from edsr_tf.models.io import ModelFileError, read_config
+
+    try:
+        config = read_config(weights)
+    except ModelFileError as e:
+        raise UsageError(str(e)) from None
+    try:
+        return config, resolve_scale(config, requested_scale)
+    except ScaleError as e:
+        if requested_scale is None:
+            raise UsageError(f"--weights {weights}: {e} with --scale") from None
+        raise UsageError(f"--scale={requested_scale}: --weights {weights}: {e}") from None
+
+
+def quiet_tensorflow() -> None:
+    """Hides TensorFlow's C++ info/warning logs (unless the user set ``TF_CPP_MIN_LOG_LEVEL``).
+
+    Called first thing in each CLI's ``main()``, before TensorFlow is imported; library
+    modules never change ``os.environ`` when imported.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def output_path_error(path: Path, flag: str, *, folder: bool) -> str | None:

@@ -7,7 +7,7 @@ cropped to LR size × scale by :func:`edsr_tf.evaluation.evaluate_set` (Y channe
 ``scale`` px shaved; DIV2K: RGB, ``scale + 6`` shaved). An official LR must be
 ``floor(HR / scale)`` in both dimensions, and every LR file must match an HR image:
 anything else is an error naming the file, found from the headers before any model work,
-as are unwritable ``--json``/``--save-dir`` paths. A grayscale HR is scored
+as are unwritable ``--json``/``--save_dir`` paths. A grayscale HR is scored
 on its own intensity; the model's three output channels are averaged for it.
 Prints a markdown PSNR/SSIM table (mean over images per set) and optionally
 writes everything, per image included, as JSON (atomically; the schema of
@@ -16,7 +16,6 @@ writes everything, per image included, as JSON (atomically; the schema of
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -24,14 +23,27 @@ from typing import Sequence
 
 from edsr_tf.benchmark_sets import DatasetNotFoundError, find_datasets, pair_problems
 from edsr_tf.cli_args import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
     WEIGHTS_HELP,
+    ArgumentParser,
+    TileOptions,
+    UsageError,
+    add_flag,
     add_list_models,
     add_max_pixels,
+    add_scale_flag,
+    add_tiling_flags,
+    comma_list,
+    flag_renames,
+    non_negative_int,
     output_path_error,
     print_error,
     quiet_tensorflow,
+    resolve_weights,
     sr_args_error,
-    tile_arg,
+    translate_flags,
 )
 from edsr_tf.evaluation import (
     EvaluationError,
@@ -47,33 +59,31 @@ from edsr_tf.images import ImageReadError, write_image
 DEFAULT_DATASETS = "Set5,Set14,B100,Urban100"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """The command line of ``python -m edsr_tf.evaluate``."""
-    from edsr_tf.inference import DEFAULT_TILE
-
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m edsr_tf.evaluate",
         description="PSNR/SSIM on SR benchmark sets with the papers' protocol "
         "(uint8 output, Y of BT.601, scale px shaved; DIV2K: RGB, scale+6).",
+        epilog="Exit code 0: evaluated; 1: the evaluation failed (a bad image or LR file, each "
+               "named on stderr); 2: bad arguments or weights.",
     )
     p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--bicubic", action="store_true", help="evaluate MATLAB-bicubic upscaling instead of a model")
-    p.add_argument("--dataset-dir", required=True, type=Path,
-                   help="folder holding <Set>/ (or benchmark/<Set>/) and/or DIV2K/")
-    p.add_argument("--datasets", default=DEFAULT_DATASETS,
-                   help=f"comma-separated set names (default {DEFAULT_DATASETS}; B100=BSD100; DIV2K)")
-    p.add_argument("--scale", type=int, help="upscaling factor (default: the model's; required for "
+    add_flag(p, "--dataset_dir", "--dataset-dir", required=True, type=Path, metavar="DIR",
+             help="folder holding <Set>/ (or benchmark/<Set>/) and/or DIV2K/")
+    add_flag(p, "--eval_sets", "--datasets", type=comma_list, default=comma_list(DEFAULT_DATASETS),
+             metavar="SET[,SET...]",
+             help=f"comma-separated set names, as train.py's --eval_sets (default {DEFAULT_DATASETS}; "
+                  "B100=BSD100; DIV2K)")
+    add_scale_flag(p, single=True, help="upscaling factor (default: the model's; required for "
                    "--bicubic and multi-scale MDSR)")
-    p.add_argument("--self-ensemble", action="store_true", help="geometric x8 self-ensemble (EDSR+)")
-    p.add_argument("--tile", type=tile_arg, default=DEFAULT_TILE,
-                   help="LR tile size, 0 = whole image, 'auto' (default) = memory-bounded; exact "
-                        "with the default overlap")
-    p.add_argument("--tile-overlap", type=int, default=None,
-                   help="LR context pixels per tile side (default: the model's receptive-field radius)")
-    p.add_argument("--batch", type=int, default=1, help="tiles per model call (default 1)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of each set")
+    add_tiling_flags(p, ensemble_help="geometric x8 self-ensemble (EDSR+)")
+    p.add_argument("--limit", type=non_negative_int, default=None, metavar="N",
+                   help="evaluate only the first N images of each set")
     p.add_argument("--json", type=Path, help="also write the results (per image too) to this JSON file")
-    p.add_argument("--save-dir", type=Path, help="also write the SR images to <save-dir>/<set>/")
+    add_flag(p, "--save_dir", "--save-dir", type=Path, metavar="DIR",
+             help="also write the SR images to <save_dir>/<set>/")
     add_max_pixels(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_list_models(p)
@@ -83,79 +93,69 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the evaluation CLI; returns the exit code (0 ok, 1 evaluation failed, 2 bad arguments)."""
     quiet_tensorflow()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    renames = flag_renames(parser)
+
+    def error(msg: str) -> None:
+        print_error(translate_flags(msg, renames))
+
     problem = sr_args_error(args)
-    if not problem and args.limit is not None and args.limit < 0:
-        problem = f"--limit must be >= 0, got {args.limit}"
     # Outputs are checked now, not after the whole evaluation.
     if not problem and args.json is not None:
         problem = output_path_error(args.json, "--json", folder=False)
     if not problem and args.save_dir is not None:
-        problem = output_path_error(args.save_dir, "--save-dir", folder=True)
+        problem = output_path_error(args.save_dir, "--save_dir", folder=True)
+    if not problem and not args.eval_sets:
+        problem = "--eval_sets is empty"
     if problem:
-        print_error(problem)
-        return 2
-    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    if not names:
-        print_error("--datasets is empty")
-        return 2
+        error(problem)
+        return EXIT_USAGE
+    tiling = TileOptions.from_args(args)
 
     config = None
     if args.bicubic:
         scale = args.scale
         method = "Bicubic"
     else:
-        from edsr_tf.models.io import ModelFileError, read_config
-
         try:
-            config = read_config(args.weights)  # the scale, before any model is built
-        except ModelFileError as e:
-            print_error(str(e))
-            return 2
-        if args.scale is None and len(config.scales) != 1:
-            print_error(f"--weights {args.weights}: model has scales {list(config.scales)}: pass "
-                        "--scale to choose one")
-            return 2
-        scale = args.scale or config.scales[0]
-        if scale not in config.scales:
-            print_error(f"--weights {args.weights}: model was built for scale(s) "
-                        f"{list(config.scales)}, not x{scale}")
-            return 2
-        method = (config.preset or config.arch) + ("+" if args.self_ensemble else "")
+            config, scale = resolve_weights(args.weights, args.scale)
+        except UsageError as e:
+            error(str(e))
+            return EXIT_USAGE
+        method = (config.preset or config.arch) + ("+" if tiling.self_ensemble else "")
     try:
-        sets = find_datasets(args.dataset_dir, names, scale)
+        sets = find_datasets(args.dataset_dir, list(args.eval_sets), scale)
     except DatasetNotFoundError as e:
-        print_error(str(e))
-        return 2
+        error(str(e))
+        return EXIT_USAGE
     problems = [f"{bset.name}: {p}" for bset in sets
                 for p in pair_problems(bset, limit=args.limit, max_pixels=args.max_pixels)]
     if problems:
         for p in problems[:20]:
-            print_error(p)
+            error(p)
         if len(problems) > 20:
-            print_error(f"... and {len(problems) - 20} more problems")
-        print_error("nothing evaluated: fix or remove these files")
-        return 1
+            error(f"... and {len(problems) - 20} more problems")
+        error("nothing evaluated: fix or remove these files")
+        return EXIT_FAILED
 
     if args.bicubic:
         sr_fn = bicubic_sr(scale)
     else:
         from edsr_tf.inference import small_tile_warning
         from edsr_tf.models import load_model, model_for_scale
+        from edsr_tf.models.io import ModelFileError
 
         try:
             model, config = load_model(args.weights)
             model = model_for_scale(model, config, scale)
         except (ModelFileError, ValueError) as e:
-            print_error(str(e) if isinstance(e, ModelFileError) else f"--weights {args.weights}: {e}")
-            return 2
-        warning = small_tile_warning(model, scale, args.tile, args.tile_overlap)
+            error(str(e) if isinstance(e, ModelFileError) else f"--weights {args.weights}: {e}")
+            return EXIT_USAGE
+        warning = small_tile_warning(model, scale, args.tile, tiling.overlap)
         if warning:
-            print(f"warning: {warning}", file=sys.stderr)
-        sr_fn = model_sr(
-            model, scale, tile=args.tile or None, tile_overlap=args.tile_overlap,
-            self_ensemble=args.self_ensemble, batch_size=args.batch,
-        )
+            print(f"warning: {translate_flags(warning, renames)}", file=sys.stderr)
+        sr_fn = model_sr(model, scale, **tiling.kwargs())
     results = []
     t0 = time.perf_counter()
     for bset in sets:
@@ -169,8 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              limit=args.limit, progress=not args.quiet, on_image=on_image)
             )
         except (EvaluationError, ImageReadError, ValueError, OSError) as e:
-            print_error(f"{bset.name}: {e}")
-            return 1
+            error(f"{bset.name}: {e}")
+            return EXIT_FAILED
         if results[-1]["generated_lr"]:
             print(f"note: {bset.name}: {results[-1]['generated_lr']} LR images made with imresize "
                   "(no official LR file found)", file=sys.stderr)
@@ -182,19 +182,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             "weights": None if args.bicubic else str(args.weights),
             "config": None if config is None else config.to_dict(),
             "scale": scale,
-            "self_ensemble": bool(args.self_ensemble),
-            "tile": None if args.bicubic else (args.tile or None),
-            "tile_overlap": args.tile_overlap,
+            "self_ensemble": bool(tiling.self_ensemble),
+            "tile": None if args.bicubic else tiling.tile,
+            "tile_overlap": tiling.overlap,
             "seconds": round(seconds, 3),
             "results": results,
         }
         try:
             write_json(args.json, doc)
         except OSError as e:
-            print_error(f"--json {args.json}: cannot write ({e.strerror or e})")
-            return 1
+            error(f"--json {args.json}: cannot write ({e.strerror or e})")
+            return EXIT_FAILED
         print(f"wrote {args.json}", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

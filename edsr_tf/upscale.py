@@ -1,4 +1,4 @@
-"""Upscale image files: ``python -m edsr_tf.upscale INPUT... --weights W --out DIR``.
+"""Upscale image files: ``python -m edsr_tf.upscale INPUT... --weights W --out_dir DIR``.
 
 Each input (a file, or every image in a folder) is written to
 ``DIR/<stem>_x<s>.png`` (``<stem>_x<s>_bicubic.png`` with ``--bicubic``;
@@ -16,7 +16,6 @@ is reported on one line naming it; the others are still processed and the exit c
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -26,14 +25,25 @@ from typing import Sequence
 import numpy as np
 
 from edsr_tf.cli_args import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
     WEIGHTS_HELP,
+    ArgumentParser,
+    TileOptions,
+    UsageError,
+    add_flag,
     add_list_models,
     add_max_pixels,
+    add_scale_flag,
+    add_tiling_flags,
+    flag_renames,
     output_path_error,
     print_error,
     quiet_tensorflow,
+    resolve_weights,
     sr_args_error,
-    tile_arg,
+    translate_flags,
 )
 from edsr_tf.images import (
     IMAGE_SUFFIXES,
@@ -206,14 +216,14 @@ def make_plan(
             which = "itself" if hit == src else f"the input {hit}"
             plan.errors.append(
                 f"{src}: output {dst} would overwrite {which} (inputs are never overwritten); "
-                "choose another --out"
+                "choose another --out_dir"
             )
             continue
         others = [o for o in by_output[key] if o != src]
         if others:
             plan.errors.append(
                 f"{src}: output {dst} is already taken by {', '.join(map(str, others))} (same output "
-                "name), so none of them is written; rename one or use separate --out folders"
+                "name), so none of them is written; rename one or use separate --out_dir folders"
             )
             continue
         if dst.is_dir():
@@ -226,12 +236,12 @@ def make_plan(
     return plan
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """The command line of ``python -m edsr_tf.upscale``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m edsr_tf.upscale",
         description="Super-resolve images with an EDSR/MDSR weights file (or MATLAB bicubic).",
-        epilog="Outputs: OUT/<stem>_x<s>.png (<stem>_x<s>_bicubic.png with --bicubic), written "
+        epilog="Outputs: OUT_DIR/<stem>_x<s>.png (<stem>_x<s>_bicubic.png with --bicubic), written "
                "atomically; inputs are never overwritten, existing outputs only with --overwrite. "
                "Exit code 0: all written (or skipped as existing); 1: some inputs failed (each named "
                "on stderr, the others still processed); 2: bad arguments or weights.",
@@ -242,19 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help=WEIGHTS_HELP + "; default: the shipped edsr_baseline model for "
                    "--scale (default x2)")
     p.add_argument("--bicubic", action="store_true", help="MATLAB-bicubic upscaling instead of a model")
-    p.add_argument("--scale", type=int,
+    add_scale_flag(p, single=True,
                    help="upscaling factor (default: the model's; required for --bicubic and multi-scale MDSR)")
-    p.add_argument("--out", type=Path, default=Path("."),
-                   help="output folder (created if needed; default: the current folder)")
-    p.add_argument("--tile", type=tile_arg, default=DEFAULT_TILE,
-                   help="LR tile size in pixels, 0 = whole image in one pass, 'auto' (default) = "
-                        "largest tile whose activations fit about 1.5 GiB")
-    p.add_argument("--tile-overlap", type=int, default=None,
-                   help="LR context pixels on each tile side (default: the model's receptive-field "
-                        "radius, which makes tiling exact; smaller is faster but approximate)")
-    p.add_argument("--self-ensemble", action="store_true",
-                   help="average the 8 flips/rotations (EDSR+; 8x slower)")
-    p.add_argument("--batch", type=int, default=1, help="tiles per model call (default 1)")
+    add_flag(p, "--out_dir", "--out", type=Path, default=Path("."), metavar="DIR",
+             help="output folder (created if needed; default: the current folder)")
+    add_tiling_flags(p, ensemble_help="average the 8 flips/rotations (EDSR+; 8x slower)")
     p.add_argument("--format", choices=("png", "keep"), default="png",
                    help="output format: png (default, lossless) or keep the input's (JPEG at quality 95)")
     p.add_argument("--overwrite", action="store_true",
@@ -278,56 +280,60 @@ def _skipped_notice(skipped: Sequence[Path]) -> list[str]:
     return lines
 
 
+def _model_and_scale(args) -> tuple[str | None, int]:
+    """``(weights, scale)``: the model to run (None for --bicubic) and its resolved scale.
+
+    The model's config gives the scale (and so the output names): read it, build nothing yet.
+    Raises :class:`UsageError` in flag wording.
+    """
+    if args.bicubic:
+        return None, args.scale
+    from edsr_tf.pretrained import PretrainedError, default_model
+
+    weights = args.weights
+    if weights is None:
+        try:
+            shipped = default_model(args.scale or 2)
+        except PretrainedError as e:
+            raise UsageError(f"--weights not given and {e}; pass --weights W or --bicubic") from None
+        weights = shipped.name
+        if not args.quiet:
+            print(f"using the shipped model {shipped.summary().strip()} (--weights to choose another)",
+                  file=sys.stderr)
+    _config, scale = resolve_weights(weights, args.scale)
+    return weights, scale
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the upscaling CLI; returns 0, 1 (some inputs failed) or 2 (bad arguments/weights)."""
     quiet_tensorflow()
-    args = build_parser().parse_args(argv)
-    problem = sr_args_error(args, weights_required=False) or output_path_error(args.out, "--out", folder=True)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    renames = flag_renames(parser)
+
+    def error(msg: str) -> None:
+        print_error(translate_flags(msg, renames))
+
+    problem = sr_args_error(args, weights_required=False) or output_path_error(
+        args.out_dir, "--out_dir", folder=True)
     if problem:
-        print_error(problem)
-        return 2
-
-    # The model's config gives the scale (and so the output names): read it, build nothing yet.
-    scale = args.scale
-    weights = None
-    if not args.bicubic:
-        from edsr_tf.models.io import ModelFileError, read_config
-        from edsr_tf.pretrained import PretrainedError, default_model
-
-        weights = args.weights
-        if weights is None:
-            try:
-                shipped = default_model(args.scale or 2)
-            except PretrainedError as e:
-                print_error(f"--weights not given and {e}; pass --weights W or --bicubic")
-                return 2
-            weights = shipped.name
-            if not args.quiet:
-                print(f"using the shipped model {shipped.summary().strip()} (--weights to choose another)",
-                      file=sys.stderr)
-        try:
-            config = read_config(weights)
-        except ModelFileError as e:
-            print_error(str(e))
-            return 2
-        if scale is None and len(config.scales) != 1:
-            print_error(f"--weights {weights}: model has scales {list(config.scales)}: pass --scale "
-                        "to choose one")
-            return 2
-        scale = scale or config.scales[0]
-        if scale not in config.scales:
-            print_error(f"--weights {weights}: model was built for scale(s) {list(config.scales)}, "
-                        f"not x{scale}")
-            return 2
+        error(problem)
+        return EXIT_USAGE
+    tiling = TileOptions.from_args(args)
+    try:
+        weights, scale = _model_and_scale(args)
+    except UsageError as e:
+        error(str(e))
+        return EXIT_USAGE
 
     skipped: list[Path] = []
     files = collect_inputs(args.inputs, skipped)
     for line in _skipped_notice(skipped):
         print(line, file=sys.stderr)
-    plan = make_plan(files, args.out, scale, bicubic=args.bicubic, keep_format=args.format == "keep",
+    plan = make_plan(files, args.out_dir, scale, bicubic=args.bicubic, keep_format=args.format == "keep",
                      overwrite=args.overwrite, max_pixels=args.max_pixels)
     for msg in plan.errors:
-        print_error(msg)
+        error(msg)
     for src, dst in plan.existing:
         print(f"note: {src}: {dst} exists, skipped (--overwrite replaces it)", file=sys.stderr)
     failures = len(plan.errors)
@@ -342,11 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             model, config = load_model(weights)
             model = model_for_scale(model, config, scale)
         except (ModelFileError, ValueError) as e:
-            print_error(str(e) if isinstance(e, ModelFileError) else f"--weights {weights}: {e}")
-            return 2
-        warning = small_tile_warning(model, scale, args.tile, args.tile_overlap)
+            error(str(e) if isinstance(e, ModelFileError) else f"--weights {weights}: {e}")
+            return EXIT_USAGE
+        warning = small_tile_warning(model, scale, args.tile, tiling.overlap)
         if warning:
-            print(f"warning: {warning}", file=sys.stderr)
+            print(f"warning: {translate_flags(warning, renames)}", file=sys.stderr)
 
     from tqdm import tqdm
 
@@ -365,10 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             t0 = time.perf_counter()
             img = read_image(src, max_pixels=args.max_pixels)
-            out, alpha = upscale_image(
-                img, scale, model, tile=args.tile or None, tile_overlap=args.tile_overlap,
-                self_ensemble=args.self_ensemble, batch_size=args.batch, progress=progress,
-            )
+            out, alpha = upscale_image(img, scale, model, **tiling.kwargs(), progress=progress)
             write_image(dst, out, alpha=alpha)
             if not args.quiet:
                 tqdm.write(
@@ -377,18 +380,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         except (ImageReadError, ImageWriteError, OSError) as e:
             failures += 1
-            print_error(str(e) if str(src) in str(e) else f"{src}: {e}")
+            error(str(e) if str(src) in str(e) else f"{src}: {e}")
         except Exception as e:  # e.g. TF out-of-memory: report the file, go on with the others
             failures += 1
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print_error(f"{src}: {type(e).__name__}: {msg}")
+            error(f"{src}: {type(e).__name__}: {msg}")
         finally:
             if tile_bar is not None:
                 tile_bar.close()
     bar.close()
     if failures:
-        print_error(f"{failures} of {len(files)} input(s) failed")
-    return 1 if failures else 0
+        error(f"{failures} of {len(files)} input(s) failed")
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``python -m export --weights W --formats savedmodel,tflite,onnx --out DIR``."""
+"""``python -m export --weights W --formats savedmodel,tflite,onnx --out_dir DIR`` (same as ``edsr-export``)."""
 
 import sys
 

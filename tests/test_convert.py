@@ -1,4 +1,4 @@
-"""EDSR-PyTorch weight import: parity with a PyTorch forward pass, CLI, clear errors.
+"""EDSR-PyTorch weight import (edsr_tf.torch_import) and its CLI (edsr_tf.convert): parity, errors.
 
 The PyTorch side is tests/torch_reference.py: tiny EDSR/MDSR modules with the reference
 implementation's module tree, so their state_dict keys are exactly those of official
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from ci_guard import require_module
 
-from edsr_tf import convert
-from edsr_tf.convert import ConversionError, ConversionWarning, convert_state_dict
+from edsr_tf import convert, torch_import
+from edsr_tf.torch_import import ConversionError, ConversionWarning, convert_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-3  # max abs difference on [0, 255] outputs (the issue's bar)
@@ -134,7 +134,7 @@ def test_mdsr_scales_are_read_from_the_upsamplers(ref):
     x = lr_batch(5, 5, seed=5, n=1)
     tm.set_scale(1)
     assert_parity(model(x)["x4"], torch_forward(torch, tm, x))
-    with pytest.raises(ConversionError, match=r"--scale 3.*x2, x4"):
+    with pytest.raises(ConversionError, match=r"scale=3: .*x2, x4"):
         convert_state_dict(tm.state_dict(), "mdsr", 3, n_resblocks=BLOCKS, n_feats=FEATS)
 
 
@@ -175,7 +175,7 @@ def test_rgb_range_1_checkpoint_is_rescaled_exactly(ref):
 def test_parity_needs_the_pixel_shuffle_permutation(ref, edsr_x2, monkeypatch):
     # Shows the parity bar is sharp enough to catch a wrong channel order.
     torch, _ = ref
-    monkeypatch.setattr(convert, "pixel_shuffle_to_depth_to_space", lambda c, r: np.arange(c))
+    monkeypatch.setattr(torch_import, "pixel_shuffle_to_depth_to_space", lambda c, r: np.arange(c))
     model, _ = convert_tiny(edsr_x2.state_dict())
     x = lr_batch(5, 6, seed=7)
     assert np.abs(np.asarray(model(x)) - torch_forward(torch, edsr_x2, x)).max() > 1.0
@@ -188,7 +188,7 @@ def test_pixel_shuffle_permutation_matches_depth_to_space(ref):
     r, c = 3, 2
     t = np.random.default_rng(0).normal(size=(1, c * r * r, 2, 3)).astype(np.float32)  # NCHW
     want = torch.nn.functional.pixel_shuffle(torch.from_numpy(t), r).permute(0, 2, 3, 1).numpy()
-    perm = convert.pixel_shuffle_to_depth_to_space(c * r * r, r)
+    perm = torch_import.pixel_shuffle_to_depth_to_space(c * r * r, r)
     got = tf.nn.depth_to_space(t.transpose(0, 2, 3, 1)[..., perm], r).numpy()
     np.testing.assert_array_equal(got, want)
 
@@ -206,9 +206,9 @@ def test_cli_end_to_end(ref, tmp_path):
     torch.save({"state_dict": wrapped, "epoch": 3}, ckpt)
     out = tmp_path / "out" / "edsr_x3.weights.h5"
     proc = subprocess.run(
-        [sys.executable, "-m", "edsr_tf.convert", "--torch-checkpoint", str(ckpt),
-         "--model", "edsr", "--scale", "3", "--n-resblocks", str(BLOCKS),
-         "--n-feats", str(FEATS), "--out", str(out)],
+        [sys.executable, "-m", "edsr_tf.convert", "--torch_checkpoint", str(ckpt),
+         "--model", "edsr", "--scale=3", "--n_resblocks", str(BLOCKS),
+         "--n_feats", str(FEATS), "--out_file", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
@@ -233,13 +233,14 @@ def test_cli_unreadable_checkpoint_names_the_file(ref, tmp_path, capsys):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"this is not a checkpoint")
     out = tmp_path / "o.weights.h5"
-    rc, err = run_main(capsys, "--torch-checkpoint", str(bad), "--model", "edsr_baseline",
-                       "--scale", "2", "--out", str(out))
-    assert rc != 0 and str(bad) in err and len(err.splitlines()) == 1, err
+    rc, err = run_main(capsys, "--torch_checkpoint", str(bad), "--model", "edsr_baseline",
+                       "--scale=2", "--out_file", str(out))
+    assert rc == 1 and str(bad) in err and len(err.splitlines()) == 1, err  # failed work
+    assert err.startswith("error: ")
     assert not out.exists()
-    rc, err = run_main(capsys, "--torch-checkpoint", str(tmp_path / "nope.pt"), "--model", "edsr",
-                       "--out", str(out))
-    assert rc != 0 and "nope.pt" in err and "no such" in err, err
+    rc, err = run_main(capsys, "--torch_checkpoint", str(tmp_path / "nope.pt"), "--model", "edsr",
+                       "--out_file", str(out))
+    assert rc == 2 and "nope.pt" in err and "no such" in err, err  # a bad argument
 
 
 def test_pickled_module_checkpoint_is_refused_safely(ref, edsr_x2, tmp_path):
@@ -247,10 +248,10 @@ def test_pickled_module_checkpoint_is_refused_safely(ref, edsr_x2, tmp_path):
     ckpt = tmp_path / "whole_module.pt"
     torch.save(edsr_x2, ckpt)  # a whole nn.Module: weights_only loading must refuse it
     with pytest.raises(ConversionError, match=r"whole_module\.pt: pickles .*EDSR.*state_dict\(\)"):
-        convert.load_torch_state_dict(ckpt)
+        torch_import.load_torch_state_dict(ckpt)
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(ConversionError, match=r"empty\.pt: not a readable PyTorch checkpoint"):
-        convert.load_torch_state_dict(tmp_path / "empty.pt")
+        torch_import.load_torch_state_dict(tmp_path / "empty.pt")
 
 
 def test_cli_wrong_preset_is_one_clear_line(ref, edsr_x2, tmp_path, capsys):
@@ -258,16 +259,75 @@ def test_cli_wrong_preset_is_one_clear_line(ref, edsr_x2, tmp_path, capsys):
     ckpt = tmp_path / "tiny.pt"
     torch.save(edsr_x2.state_dict(), ckpt)
     out = tmp_path / "o.weights.h5"
-    rc, err = run_main(capsys, "--torch-checkpoint", str(ckpt), "--model", "edsr_baseline",
-                       "--scale", "2", "--out", str(out))
-    assert rc != 0 and len(err.splitlines()) == 1, err
+    rc, err = run_main(capsys, "--torch_checkpoint", str(ckpt), "--model", "edsr_baseline",
+                       "--scale=2", "--out_file", str(out))
+    assert rc == 2 and len(err.splitlines()) == 1, err  # the options do not fit the checkpoint
     assert "2 residual blocks and 8 features" in err, err
-    assert "--n-resblocks 2 --n-feats 8" in err, err
+    assert "but --model edsr_baseline has 16 and 64" in err, err
+    assert "--n_resblocks 2 --n_feats 8 (and --res_scale if not 1)" in err, err
     assert str(ckpt) in err
     assert not out.exists()
-    rc, err = run_main(capsys, "--torch-checkpoint", str(ckpt), "--model", "edsr_baseline",
-                       "--out", str(tmp_path / "o.h5"))
-    assert rc != 0 and "--out" in err and ".weights.h5" in err, err
+    rc, err = run_main(capsys, "--torch_checkpoint", str(ckpt), "--model", "edsr_baseline",
+                       "--out_file", str(tmp_path / "o.h5"))
+    assert rc == 2 and "--out_file" in err and ".weights.h5" in err, err
+
+
+def test_cli_out_dir_and_deprecated_spellings(ref, mdsr_234, tmp_path, capsys):
+    torch, _ = ref
+    ckpt = tmp_path / "mdsr.pt"
+    torch.save(mdsr_234.state_dict(), ckpt)
+    # The old spellings still work, each with one deprecation note.
+    rc = convert.main(["--torch-checkpoint", str(ckpt), "--model", "mdsr_baseline", "--scale", "2", "4",
+                       "--n-resblocks", str(BLOCKS), "--n-feats", str(FEATS),
+                       "--out", str(tmp_path / "old.weights.h5")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    for old, new in (("--torch-checkpoint", "--torch_checkpoint"), ("--scale 2 4", "--scale=2,4"),
+                     ("--n-resblocks", "--n_resblocks"), ("--n-feats", "--n_feats"), ("--out", "--out_file")):
+        assert f"note: {old} is deprecated; use {new}\n" in captured.err, captured.err
+    # --out_dir names the file after the model.
+    rc = convert.main(["--torch_checkpoint", str(ckpt), "--model", "mdsr_baseline", "--scale=2,4",
+                       "--n_resblocks", str(BLOCKS), "--n_feats", str(FEATS), "--out_dir", str(tmp_path / "d")])
+    captured = capsys.readouterr()
+    assert rc == 0 and captured.err == "", captured.err
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["mdsr_b2_f8_x2_x4.weights.h5"]
+    assert f"wrote {tmp_path / 'd' / 'mdsr_b2_f8_x2_x4.weights.h5'}" in captured.out
+
+
+def test_mdsr_with_res_scale_is_refused(ref, mdsr_234, tmp_path, capsys):
+    # EDSR-PyTorch's MDSR has no residual scaling; edsr-tf's MDSR applies res_scale.
+    torch, _ = ref
+    with pytest.raises(ConversionError, match=r"res_scale=0.5 would change the outputs") as e:
+        convert_state_dict(mdsr_234.state_dict(), "mdsr_baseline", n_resblocks=BLOCKS, n_feats=FEATS,
+                           res_scale=0.5)
+    assert e.value.option == "res_scale"
+    _, config = convert_state_dict(mdsr_234.state_dict(), "mdsr_baseline", n_resblocks=BLOCKS,
+                                   n_feats=FEATS, res_scale=1.0)
+    assert config.res_scale == 1.0
+    ckpt = tmp_path / "mdsr.pt"
+    torch.save(mdsr_234.state_dict(), ckpt)
+    rc, err = run_main(capsys, "--torch_checkpoint", str(ckpt), "--model", "mdsr_baseline",
+                       "--n_resblocks", str(BLOCKS), "--n_feats", str(FEATS), "--res_scale", "0.5",
+                       "--out_dir", str(tmp_path / "o"))
+    assert rc == 2 and err.startswith("error: ") and "--res_scale 0.5 would change" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--model", "edsr", "--out_dir", "o"], "the following arguments are required: --torch_checkpoint"),
+    (["--torch_checkpoint", "x.pt", "--model", "edsr"], "one of the arguments --out_dir --out_file"),
+    (["--torch_checkpoint", "x.pt", "--model", "edsr", "--out_dir", "o", "--scale=two"], "--scale"),
+    (["--torch_checkpoint", "x.pt", "--model", "edsr", "--out_dir", "o", "--n_feats", "0"], "--n_feats"),
+    (["--torch_checkpoint", "x.pt", "--model", "edsr", "--out_dir", "o", "--bogus"], "--bogus"),
+])
+def test_cli_bad_arguments_exit_2_with_one_error_line(tmp_path, capsys, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        convert.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert expected in err, err
+    assert os.listdir(tmp_path) == []
 
 
 # --------------------------------------------------------------------------- errors
@@ -303,18 +363,18 @@ def test_unexpected_key_is_named(edsr_x2):
 
 
 def test_scale_and_architecture_mismatch(edsr_x2, mdsr_234):
-    with pytest.raises(ConversionError, match=r"--scale 4.*x2"):
+    with pytest.raises(ConversionError, match=r"scale=4: .*x2"):
         convert_tiny(edsr_x2.state_dict(), scale=4)
-    with pytest.raises(ConversionError, match=r"MDSR.*--model edsr_baseline is an EDSR preset"):
+    with pytest.raises(ConversionError, match=r"MDSR.*preset=edsr_baseline is an EDSR preset"):
         convert_tiny(mdsr_234.state_dict())
-    with pytest.raises(ConversionError, match=r"EDSR state_dict.*--model mdsr"):
+    with pytest.raises(ConversionError, match=r"EDSR state_dict.*preset=mdsr"):
         convert_tiny(edsr_x2.state_dict(), preset="mdsr", scale=None)
 
 
 def test_non_div2k_mean_shift_is_refused_unless_ignored(edsr_x2):
     sd = numpy_sd(edsr_x2)
     sd["sub_mean.bias"] = np.array([-100.0, -110.0, -120.0], np.float32)
-    pattern = r"sub_mean is not the DIV2K mean shift.*--ignore-mean-shift"
+    pattern = r"sub_mean is not the DIV2K mean shift.*ignore_mean_shift=True converts it anyway"
     with pytest.raises(ConversionError, match=pattern):
         convert_tiny(sd)
     with pytest.warns(ConversionWarning, match="sub_mean"):
@@ -328,12 +388,12 @@ def test_state_dict_wrappers_and_prefixes(edsr_x2):
         {"model": {f"module.{k}": v for k, v in sd.items()}},
         {"state_dict": {f"model.module.{k}": v for k, v in sd.items()}, "optimizer": {}},
     ):
-        got = convert.normalize_state_dict(wrapped)
+        got = torch_import.normalize_state_dict(wrapped)
         assert sorted(got) == sorted(sd)
     with pytest.raises(ConversionError, match="empty"):
-        convert.normalize_state_dict({})
+        torch_import.normalize_state_dict({})
     with pytest.raises(ConversionError, match=r"'epoch' is not a tensor \(int\)"):
-        convert.normalize_state_dict({**sd, "epoch": 3})
+        torch_import.normalize_state_dict({**sd, "epoch": 3})
 
 
 def test_import_needs_neither_torch_nor_tensorflow(tmp_path):
@@ -342,7 +402,7 @@ def test_import_needs_neither_torch_nor_tensorflow(tmp_path):
     fake.write_bytes(b"\x80")
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import edsr_tf.convert as c\n"
+        "import edsr_tf.convert, edsr_tf.torch_import as c\n"
         "assert 'tensorflow' not in sys.modules, 'convert imports TensorFlow eagerly'\n"
         "try:\n"
         f"    c.load_torch_state_dict({str(fake)!r})\n"

@@ -215,14 +215,14 @@ def test_prepare_lr_and_cache(tmp_path, photo, capsys):
     prepare = _prepare_module()
     hr = photo[:45, :61]
     write_png(tmp_path / "HR" / "cat.png", hr)
-    assert prepare.main(["lr", "--hr_dir", str(tmp_path / "HR"), "--lr_dir", str(tmp_path / "LR"),
-                         "--scales", "2", "3"]) == 0
+    assert prepare.main(["lr", "--hr_dir", str(tmp_path / "HR"), "--out_dir", str(tmp_path / "LR"),
+                         "--scale=2,3"]) == 0
     for s in (2, 3):
         h, w = 45 // s, 61 // s
         got = np.asarray(Image.open(tmp_path / "LR" / f"X{s}" / f"catx{s}.png"))
         np.testing.assert_array_equal(got, imresize(hr[: h * s, : w * s], output_shape=(h, w)))
     assert prepare.make_lr(tmp_path / "HR", tmp_path / "LR", [2, 3]) == 0  # up to date: kept
-    args = ["cache", "--hr_dir", str(tmp_path / "HR"), "--lr_dir", str(tmp_path / "LR"), "--scales", "2", "3",
+    args = ["cache", "--hr_dir", str(tmp_path / "HR"), "--lr_dir", str(tmp_path / "LR"), "--scale=2,3",
             "--cache_dir", str(tmp_path / "cache")]
     assert prepare.main(args) == 0
     assert "3 decoded" in capsys.readouterr().out  # HR once + LR x2 + LR x3

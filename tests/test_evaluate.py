@@ -56,8 +56,8 @@ def test_bicubic_reproduces_reference_figures(shared_data, layout, tmp_path, cap
     assert ("Set5", layout) in figures and ("Set14", layout) in figures
     for i, scale in enumerate((2, 3, 4)):
         out = tmp_path / f"x{scale}.json"
-        rc = main(["--bicubic", "--scale", str(scale), "--dataset-dir", str(shared_data / layout),
-                   "--datasets", "Set5,Set14", "--json", str(out), "--quiet"])
+        rc = main(["--bicubic", "--scale", str(scale), "--dataset_dir", str(shared_data / layout),
+                   "--eval_sets", "Set5,Set14", "--json", str(out), "--quiet"])
         table = capsys.readouterr().out
         assert rc == 0
         results = {r["set"]: r for r in strict_json(out)["results"]}
@@ -73,9 +73,9 @@ def test_tiny_model_table_and_json(shared_data, tmp_path, capsys):
     config = ModelConfig(arch="edsr", scales=(2,), n_resblocks=2, n_feats=8, res_scale=0.5)
     weights = save_model(build_model(config), tmp_path / "tiny.weights.h5", config)
     out = tmp_path / "res" / "eval.json"
-    rc = main(["--weights", str(weights), "--dataset-dir", str(shared_data / "edsr_benchmark"),
-               "--datasets", "Set5,set14", "--limit", "3", "--tile", "64", "--json", str(out),
-               "--save-dir", str(tmp_path / "sr"), "--quiet"])
+    rc = main(["--weights", str(weights), "--dataset_dir", str(shared_data / "edsr_benchmark"),
+               "--eval_sets", "Set5,set14", "--limit", "3", "--tile", "64", "--json", str(out),
+               "--save_dir", str(tmp_path / "sr"), "--quiet"])
     table = capsys.readouterr().out
     assert rc == 0
     doc = strict_json(out)
@@ -103,18 +103,18 @@ def test_tiny_model_table_and_json(shared_data, tmp_path, capsys):
                       shared_data / "edsr_benchmark/Set5/LR_bicubic/X2" / f"{first['image']}x2.png", 2)
     assert evaluate_pair(sr, hr, 2)["psnr"] == pytest.approx(first["psnr"])
 
-    rc = main(["--weights", str(weights), "--dataset-dir", str(shared_data / "edsr_benchmark"),
-               "--datasets", "Set5", "--limit", "1", "--self-ensemble", "--quiet"])
+    rc = main(["--weights", str(weights), "--dataset_dir", str(shared_data / "edsr_benchmark"),
+               "--eval_sets", "Set5", "--limit", "1", "--self_ensemble", "--quiet"])
     table = capsys.readouterr().out
     assert rc == 0 and "edsr+ PSNR" in table and "| Set5 | x2 | 1 |" in table
 
 
 def test_missing_dataset_is_named(shared_data, tmp_path, capsys):
-    rc = main(["--bicubic", "--scale", "2", "--dataset-dir", str(shared_data / "benchmark"),
-               "--datasets", "Set5,Urban100"])
+    rc = main(["--bicubic", "--scale", "2", "--dataset_dir", str(shared_data / "benchmark"),
+               "--eval_sets", "Set5,Urban100"])
     err = capsys.readouterr().err
     assert rc == 2 and "Urban100" in err and str(shared_data / "benchmark") in err
-    rc = main(["--bicubic", "--scale", "2", "--dataset-dir", str(tmp_path / "nowhere")])
+    rc = main(["--bicubic", "--scale", "2", "--dataset_dir", str(tmp_path / "nowhere")])
     assert rc == 2 and "nowhere: dataset directory does not exist" in capsys.readouterr().err
 
 
@@ -150,7 +150,7 @@ def test_layouts_aliases_and_generated_lr(tmp_path, capsys):
     assert (div2k.name, div2k.div2k, div2k.pairs[0].name) == ("DIV2K", True, "0801")
 
     out = tmp_path / "r.json"
-    rc = main(["--bicubic", "--scale", "2", "--dataset-dir", str(root), "--datasets",
+    rc = main(["--bicubic", "--scale", "2", "--dataset_dir", str(root), "--eval_sets",
                "B100,Manga109,DIV2K", "--json", str(out), "--quiet"])
     assert rc == 0
     res = {r["set"]: r for r in strict_json(out)["results"]}
@@ -162,7 +162,7 @@ def test_layouts_aliases_and_generated_lr(tmp_path, capsys):
 def test_unreadable_image_in_a_set_fails_clearly(tmp_path, capsys):
     write_image(tmp_path / "Set5/HR/a.png", np.zeros((20, 20, 3), np.uint8))
     (tmp_path / "Set5/HR/b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    rc = main(["--bicubic", "--scale", "2", "--dataset-dir", str(tmp_path), "--datasets", "Set5",
+    rc = main(["--bicubic", "--scale", "2", "--dataset_dir", str(tmp_path), "--eval_sets", "Set5",
                "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1 and "b.png" in err and "Traceback" not in err
@@ -173,7 +173,7 @@ def test_exactly_reproduced_images_are_null_not_infinity(tmp_path, capsys):
     write_image(tmp_path / "Flat/HR/a.png", np.full((24, 30, 3), 77, np.uint8))
     write_image(tmp_path / "Flat/HR/b.png", np.full((20, 20), 200, np.uint8))
     out = tmp_path / "r.json"
-    rc = main(["--bicubic", "--scale", "2", "--dataset-dir", str(tmp_path), "--datasets", "Flat",
+    rc = main(["--bicubic", "--scale", "2", "--dataset_dir", str(tmp_path), "--eval_sets", "Flat",
                "--json", str(out), "--quiet"])
     table = capsys.readouterr().out
     assert rc == 0 and "| Flat | x2 | 2 | inf | 1.0000 |" in table

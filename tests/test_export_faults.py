@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from edsr_tf import fileio
-from edsr_tf.export import ExportError, ExportUsageError, VerificationError, export_model
+from edsr_tf.export import ExportError, ExportOptions, ExportUsageError, VerificationError, export_model
 from edsr_tf.export import common, pipeline, savedmodel
 from edsr_tf.export.cli import main
 from edsr_tf.export.savedmodel import LIMIT_TEXT, SavedModelRunner
@@ -45,9 +45,9 @@ def name_of(config) -> str:
 
 
 def run(model, config, out, photo, **kw):
-    kw.setdefault("formats", "tflite")
+    kw.setdefault("formats", ("tflite",))
     kw.setdefault("verify_images", [("p", photo[:32, :40])])
-    return export_model(model, config, out, latency_runs=0, progress=None, **kw)
+    return export_model(model, config, out, ExportOptions(latency_runs=0, **kw), progress=None)
 
 
 def encoded(img: np.ndarray, fmt: str) -> bytes:
@@ -77,13 +77,13 @@ def test_reexport_writes_next_version_and_replaces_the_rest(tmp_path, photo):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("user file")
-    run(model, config, out, photo, formats="savedmodel,tflite", quantize="none,dynamic")
+    run(model, config, out, photo, formats=("savedmodel", "tflite"), quantize=("none", "dynamic"))
     assert (out / "savedmodel" / name / "1" / "saved_model.pb").is_file()
     assert (out / "tflite" / f"{name}_dynamic.tflite").is_file()
 
     # same model (same config), retrained: a new SavedModel version, the stale dynamic file goes
     model2, _ = tiny(seed=1)
-    report = run(model2, config, out, photo, formats="savedmodel,tflite", quantize="none")
+    report = run(model2, config, out, photo, formats=("savedmodel", "tflite"), quantize=("none",))
     assert sorted(os.listdir(out / "savedmodel" / name)) == ["1", "2"]
     assert (out / "savedmodel" / name / "1" / "saved_model.pb").is_file()
     x = np.random.default_rng(3).uniform(0, 255, (1, 6, 7, 3)).astype(np.float32)
@@ -95,8 +95,7 @@ def test_reexport_writes_next_version_and_replaces_the_rest(tmp_path, photo):
     assert (out / "notes.txt").read_text() == "user file"
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["savedmodel_versions"] == {name: [1, 2]} == report["savedmodel_versions"]
-    rows = [a for a in on_disk["artifacts"] if not a.get("reference")]
-    assert sorted(a["path"] for a in rows) == [f"savedmodel/{name}/2", f"tflite/{name}_fp32.tflite"]
+    assert sorted(a["path"] for a in on_disk["artifacts"]) == [f"savedmodel/{name}/2", f"tflite/{name}_fp32.tflite"]
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
@@ -110,8 +109,8 @@ def test_out_with_another_models_export_needs_overwrite(tmp_path, photo, capsys)
     with pytest.raises(ExportUsageError, match="another model.*--overwrite"):
         run(other, other_config, out, photo)
     weights = save_model(other, tmp_path / "other.weights.h5", other_config)
-    code = main(["--weights", str(weights), "--out", str(out), "--formats", "tflite", "--quiet",
-                 "--latency-runs", "0"])
+    code = main(["--weights", str(weights), "--out_dir", str(out), "--formats", "tflite", "--quiet",
+                 "--latency_runs", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "--overwrite" in err and str(out) in err and len(err.strip().splitlines()) == 1
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
@@ -150,7 +149,7 @@ def test_savedmodel_refuses_inputs_past_max_pixels(tmp_path, photo):
     model, config = tiny()
     name = name_of(config)
     out = tmp_path / "out"
-    report = run(model, config, out, photo, formats="savedmodel", max_pixels=400)  # LR 16x20 = 320
+    report = run(model, config, out, photo, formats=("savedmodel",), max_pixels=400)  # LR 16x20 = 320
     runner = SavedModelRunner(out / "savedmodel" / name / "1")
     rng = np.random.default_rng(4)
 
@@ -182,18 +181,20 @@ def test_savedmodel_refuses_inputs_past_max_pixels(tmp_path, photo):
         "max_pixels": 400, "activation_bytes_per_lr_pixel": per_px, "activation_bytes_at_max_pixels": 400 * per_px}
     (sm,) = [a for a in report["artifacts"] if a["format"] == "savedmodel"]
     assert sm["version"] == 1 and any("refused" in c for c in sm["checks"])
+    assert "metadata: scale 2, max_pixels 400" in sm["checks"]
+    assert runner.metadata == {"scale": 2, "max_pixels": 400}
     assert "SavedModel input limit" in (out / "report.md").read_text()
 
 
 def test_max_pixels_bad_values(tmp_path, photo, capsys):
     model, config = tiny()
     with pytest.raises(ExportUsageError, match="--max-pixels"):
-        run(model, config, tmp_path / "a", photo, formats="savedmodel", max_pixels=0)
+        run(model, config, tmp_path / "a", photo, formats=("savedmodel",), max_pixels=0)
     with pytest.raises(ExportUsageError, match="--max-pixels 100.*--verify-max-side"):
-        run(model, config, tmp_path / "a", photo, formats="savedmodel", max_pixels=100)
+        run(model, config, tmp_path / "a", photo, formats=("savedmodel",), max_pixels=100)
     weights = save_model(model, tmp_path / "m.weights.h5", config)
-    assert main(["--weights", str(weights), "--out", str(tmp_path / "a"), "--max-pixels", "0"]) == 2
-    assert "--max-pixels" in capsys.readouterr().err
+    assert main(["--weights", str(weights), "--out_dir", str(tmp_path / "a"), "--max_pixels", "0"]) == 2
+    assert "--max_pixels" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["m.weights.h5"]
 
 
@@ -218,8 +219,8 @@ def test_disk_full_is_one_line_and_leaves_nothing(tmp_path, photo, monkeypatch, 
 
         monkeypatch.setattr(pipeline.tflite, "write", full)
     out = tmp_path / "out"
-    code = main(["--weights", str(weights), "--out", str(out), "--formats", where, "--quiet",
-                 "--latency-runs", "0", "--verify-max-side", "16"])
+    code = main(["--weights", str(weights), "--out_dir", str(out), "--formats", where, "--quiet",
+                 "--latency_runs", "0", "--verify_max_side", "16"])
     err = capsys.readouterr().err
     assert code == 1, err
     assert "disk full" in err and str(out) in err and "Traceback" not in err
@@ -296,8 +297,9 @@ def test_verify_dir_benchmark_layouts(tmp_path, photo, shared_data):
         verify_hr_files(tmp_path / "missing", 2)
 
     model, config = tiny()
-    report = export_model(model, config, tmp_path / "out", formats="tflite", verify_dir=srf2,
-                          verify_max_side=24, latency_runs=0, progress=None)
+    report = export_model(model, config, tmp_path / "out",
+                          ExportOptions(formats=("tflite",), verify_dir=srf2, verify_max_side=24, latency_runs=0),
+                          progress=None)
     images = report["verification"]["images"]
     assert len(images) == 5 and not any("_LR" in i for i in images), images
 
@@ -376,7 +378,7 @@ def test_failing_artifact_left_out_and_reported(tmp_path, photo, monkeypatch, ca
     monkeypatch.setattr(pipeline, "export_conversion_savedmodel", wrong)
     out = tmp_path / "out"
     with pytest.raises(VerificationError, match="1 of 2 artifacts failed.*exceeds the tolerance") as e:
-        run(model, config, out, photo, formats="savedmodel,tflite")
+        run(model, config, out, photo, formats=("savedmodel", "tflite"))
     report = json.loads((out / "report.json").read_text())
     assert e.value.report is not None and report["passed"] is False
     (bad,) = [a for a in report["artifacts"] if not a["passed"]]
@@ -389,8 +391,8 @@ def test_failing_artifact_left_out_and_reported(tmp_path, photo, monkeypatch, ca
     assert "FAIL" in md and "Failed verification" in md and "not written" in md
 
     weights = save_model(model, tmp_path / "m.weights.h5", config)
-    code = main(["--weights", str(weights), "--out", str(tmp_path / "cli"), "--formats", "savedmodel,tflite",
-                 "--quiet", "--latency-runs", "0", "--verify-max-side", "16"])
+    code = main(["--weights", str(weights), "--out_dir", str(tmp_path / "cli"), "--formats", "savedmodel,tflite",
+                 "--quiet", "--latency_runs", "0", "--verify_max_side", "16"])
     err = capsys.readouterr().err
     assert code == 1 and "exceeds the tolerance" in err and len(err.strip().splitlines()) == 1
 
@@ -400,7 +402,7 @@ def test_quantized_over_max_psnr_drop_left_out(tmp_path, photo):
     name = name_of(config)
     out = tmp_path / "out"
     with pytest.raises(VerificationError, match="--max-psnr-drop"):
-        run(model, config, out, photo, quantize="none,dynamic", max_psnr_drop=-100.0)
+        run(model, config, out, photo, quantize=("none", "dynamic"), max_psnr_drop=-100.0)
     assert sorted(os.listdir(out / "tflite")) == [f"{name}_fp32.tflite"]
     rows = {a["variant"]: a for a in json.loads((out / "report.json").read_text())["artifacts"]
             if a["format"] == "tflite"}

@@ -74,7 +74,7 @@ def test_upscale_into_its_own_folder_never_overwrites_an_input(tmp_path, weights
     write_image(tmp_path / "photo.png", noise(10, 12, seed=1))
     write_image(tmp_path / "photo_x2.png", noise(7, 9, seed=2))
     before = (tmp_path / "photo_x2.png").read_bytes()
-    rc = upscale(tmp_path, "--weights", weights, "--out", tmp_path, "--quiet")
+    rc = upscale(tmp_path, "--weights", weights, "--out_dir", tmp_path, "--quiet")
     err = capsys.readouterr().err
     assert rc == 1
     assert "photo.png: output" in err and "would overwrite the input" in err
@@ -92,7 +92,7 @@ def test_clashes_are_refused_before_any_model_work(tmp_path, weights, capsys, mo
     monkeypatch.setattr(edsr_tf.models, "load_model", no_model)
     write_image(tmp_path / "a.png", noise(6, 6))
     write_image(tmp_path / "a.bmp", noise(6, 6))
-    rc = upscale(tmp_path / "a.png", tmp_path / "a.bmp", "--weights", weights, "--out", tmp_path / "o")
+    rc = upscale(tmp_path / "a.png", tmp_path / "a.bmp", "--weights", weights, "--out_dir", tmp_path / "o")
     err = capsys.readouterr().err
     assert rc == 1 and err.count("already taken") == 2  # both refused: none wins by order
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
@@ -105,7 +105,7 @@ def test_output_that_is_an_input_through_a_hard_link(tmp_path, capsys):
     out.mkdir()
     os.link(src / "b.png", out / "a_x2_bicubic.png")
     before = (src / "b.png").read_bytes()
-    rc = upscale(src, "--bicubic", "--scale", "2", "--out", out, "--overwrite", "--quiet")
+    rc = upscale(src, "--bicubic", "--scale", "2", "--out_dir", out, "--overwrite", "--quiet")
     assert rc == 1 and "would overwrite the input" in capsys.readouterr().err
     assert (src / "b.png").read_bytes() == before
     assert read_image(out / "b_x2_bicubic.png").rgb.shape == (10, 10, 3)
@@ -115,10 +115,10 @@ def test_existing_output_is_skipped_unless_overwrite(tmp_path, capsys):
     write_image(tmp_path / "a.png", noise(5, 6))
     out = tmp_path / "o"
     old = write_image(out / "a_x2_bicubic.png", noise(3, 3, seed=9)).read_bytes()
-    assert upscale(tmp_path / "a.png", "--bicubic", "--scale", "2", "--out", out, "--quiet") == 0
+    assert upscale(tmp_path / "a.png", "--bicubic", "--scale", "2", "--out_dir", out, "--quiet") == 0
     assert "exists, skipped (--overwrite replaces it)" in capsys.readouterr().err
     assert (out / "a_x2_bicubic.png").read_bytes() == old
-    assert upscale(tmp_path / "a.png", "--bicubic", "--scale", "2", "--out", out, "--overwrite",
+    assert upscale(tmp_path / "a.png", "--bicubic", "--scale", "2", "--out_dir", out, "--overwrite",
                    "--quiet") == 0
     assert read_image(out / "a_x2_bicubic.png").rgb.shape == (10, 12, 3)
 
@@ -207,22 +207,22 @@ def test_data_cache_decoder_has_the_same_limit(tmp_path):
 
 def test_max_pixels_flag(tmp_path, shared_data, capsys):
     write_image(tmp_path / "a.png", noise(40, 40))
-    rc = upscale(tmp_path / "a.png", "--bicubic", "--scale", "2", "--out", tmp_path / "o",
-                 "--max-pixels", "1000")
+    rc = upscale(tmp_path / "a.png", "--bicubic", "--scale", "2", "--out_dir", tmp_path / "o",
+                 "--max_pixels", "1000")
     err = capsys.readouterr().err
     assert rc == 1 and "a.png: 40x40" in err and "limit" in err
-    assert upscale(tmp_path / "a.png", "--bicubic", "--scale", "2", "--out", tmp_path / "o",
-                   "--max-pixels", "1600", "--quiet") == 0
+    assert upscale(tmp_path / "a.png", "--bicubic", "--scale", "2", "--out_dir", tmp_path / "o",
+                   "--max_pixels", "1600", "--quiet") == 0
     with pytest.raises(SystemExit) as e:
-        upscale(tmp_path / "a.png", "--bicubic", "--scale", "2", "--max-pixels", "-1")
-    assert e.value.code == 2 and "--max-pixels" in capsys.readouterr().err
+        upscale(tmp_path / "a.png", "--bicubic", "--scale", "2", "--max_pixels", "-1")
+    assert e.value.code == 2 and "--max_pixels" in capsys.readouterr().err
     from edsr_tf.images import DEFAULT_MAX_PIXELS
     from edsr_tf.upscale import build_parser
 
     assert build_parser().parse_args(["x"]).max_pixels == DEFAULT_MAX_PIXELS == 100_000_000
-    assert build_parser().parse_args(["x", "--max-pixels", "2.5M"]).max_pixels == 2_500_000
-    rc = evaluate("--bicubic", "--scale", "2", "--dataset-dir", shared_data / "edsr_benchmark",
-                  "--datasets", "Set5", "--max-pixels", "50000", "--quiet")
+    assert build_parser().parse_args(["x", "--max_pixels", "2.5M"]).max_pixels == 2_500_000
+    rc = evaluate("--bicubic", "--scale", "2", "--dataset_dir", shared_data / "edsr_benchmark",
+                  "--eval_sets", "Set5", "--max_pixels", "50000", "--quiet")
     err = capsys.readouterr()
     assert rc == 1 and "over the 0.05 Mpx limit" in err.err and "|" not in err.out
 
@@ -238,7 +238,7 @@ def _edsr_set(root: Path, hr_size=(25, 31), lr_size=(12, 15), lr_name="ax2.png")
                                           ((13, 15), "one row too many")])
 def test_lr_of_the_wrong_size_is_an_error(tmp_path, capsys, lr_size, why):
     _edsr_set(tmp_path, lr_size=lr_size)
-    rc = evaluate("--bicubic", "--scale", "2", "--dataset-dir", tmp_path, "--datasets", "Set5",
+    rc = evaluate("--bicubic", "--scale", "2", "--dataset_dir", tmp_path, "--eval_sets", "Set5",
                   "--quiet")
     out, err = capsys.readouterr()
     assert rc == 1, why
@@ -253,7 +253,7 @@ def test_lr_of_the_wrong_size_is_an_error(tmp_path, capsys, lr_size, why):
 
 def test_misnamed_lr_files_are_reported(tmp_path, capsys):
     _edsr_set(tmp_path, lr_name="a_x2.png")
-    rc = evaluate("--bicubic", "--scale", "2", "--dataset-dir", tmp_path, "--datasets", "Set5",
+    rc = evaluate("--bicubic", "--scale", "2", "--dataset_dir", tmp_path, "--eval_sets", "Set5",
                   "--quiet")
     err = capsys.readouterr().err
     assert rc == 1 and "a_x2.png: LR file matches no HR image of Set5 (expected <name>x2.png" in err
@@ -262,7 +262,7 @@ def test_misnamed_lr_files_are_reported(tmp_path, capsys):
     write_image(srf / "img_001_SRF_2_HR.png", noise(20, 20))
     write_image(srf / "img_001_SRF_2_LR.png", noise(10, 10))
     write_image(srf / "img_002_SRF_2_LR.png", noise(10, 10))
-    rc = evaluate("--bicubic", "--scale", "2", "--dataset-dir", tmp_path / "b", "--datasets", "Set14",
+    rc = evaluate("--bicubic", "--scale", "2", "--dataset_dir", tmp_path / "b", "--eval_sets", "Set14",
                   "--quiet")
     err = capsys.readouterr().err
     assert rc == 1 and "img_002_SRF_2_LR.png: LR file matches no HR image" in err
@@ -321,7 +321,7 @@ def test_hostile_embedded_config_is_refused_before_building(tmp_path, weights, c
     with pytest.raises(ModelFileError, match=r"huge.weights.h5: invalid embedded model config \(n_feats"):
         load_model(path)
     write_image(tmp_path / "a.png", noise(5, 5))
-    rc = upscale(tmp_path / "a.png", "--weights", path, "--out", tmp_path / "o")
+    rc = upscale(tmp_path / "a.png", "--weights", path, "--out_dir", tmp_path / "o")
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "n_feats must be in [1, 1024]" in err
 
@@ -343,7 +343,7 @@ def test_weights_of_another_model_give_one_line_and_no_warnings(tmp_path, weight
     msg = str(e.value)
     assert "\n" not in msg and "do not fit the embedded config" in msg and len(msg) < 400
     write_image(tmp_path / "a.png", noise(5, 5))
-    rc = upscale(tmp_path / "a.png", "--weights", path, "--out", tmp_path / "o")
+    rc = upscale(tmp_path / "a.png", "--weights", path, "--out_dir", tmp_path / "o")
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "other.weights.h5" in err
 
@@ -371,16 +371,16 @@ def test_float16_weights_still_load_silently(tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("flag", ["--json", "--save-dir"])
+@pytest.mark.parametrize("flag", ["--json", "--save_dir"])
 def test_unwritable_evaluate_outputs_fail_first(tmp_path, shared_data, capsys, flag):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    rc = evaluate("--bicubic", "--scale", "2", "--dataset-dir", shared_data / "edsr_benchmark",
-                  "--datasets", "Set5", flag, blocker / "sub" / "r.json", "--quiet")
+    rc = evaluate("--bicubic", "--scale", "2", "--dataset_dir", shared_data / "edsr_benchmark",
+                  "--eval_sets", "Set5", flag, blocker / "sub" / "r.json", "--quiet")
     out, err = capsys.readouterr()
     assert rc == 2 and err.strip() == f"error: {flag} {blocker}/sub/r.json: {blocker} is a file, not a folder"
     assert out == ""  # checked before evaluating anything
-    rc = upscale(tmp_path / "a.png", "--bicubic", "--scale", "2", "--out", blocker / "o")
+    rc = upscale(tmp_path / "a.png", "--bicubic", "--scale", "2", "--out_dir", blocker / "o")
     assert rc == 2 and "is a file, not a folder" in capsys.readouterr().err
 
 
@@ -424,12 +424,12 @@ def test_gif_is_refused_named_and_skipped_with_a_notice_in_a_folder(tmp_path, ca
     Image.fromarray(noise(5, 5)).save(src / "anim.gif")
     frames = [Image.fromarray(noise(5, 5, seed=s)) for s in range(2)]
     frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])
-    rc = upscale(src, "--bicubic", "--scale", "2", "--out", tmp_path / "o", "--quiet")
+    rc = upscale(src, "--bicubic", "--scale", "2", "--out_dir", tmp_path / "o", "--quiet")
     err = capsys.readouterr().err
     assert rc == 0 and "skipped 1 file(s)" in err and "anim.gif" in err
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a_x2_bicubic.png"]
     rc = upscale(src / "anim.gif", tmp_path / "anim.png", "--bicubic", "--scale", "2",
-                 "--out", tmp_path / "o2", "--quiet")
+                 "--out_dir", tmp_path / "o2", "--quiet")
     err = capsys.readouterr().err
     assert rc == 1
     assert "anim.gif: GIF images are not supported (expected PNG, JPEG, BMP or WebP)" in err
@@ -438,11 +438,11 @@ def test_gif_is_refused_named_and_skipped_with_a_notice_in_a_folder(tmp_path, ca
 
 def test_tile_smaller_than_the_overlap_warns(tmp_path, weights, capsys):
     write_image(tmp_path / "a.png", noise(6, 6))
-    rc = upscale(tmp_path / "a.png", "--weights", weights, "--out", tmp_path / "o", "--tile", "1",
+    rc = upscale(tmp_path / "a.png", "--weights", weights, "--out_dir", tmp_path / "o", "--tile", "1",
                  "--quiet")
     err = capsys.readouterr().err
     assert rc == 0
     assert "warning: --tile 1 is smaller than the tile overlap (6 px per side)" in err
     assert "169x the pixels it keeps" in err
-    rc = upscale(tmp_path / "a.png", "--weights", weights, "--out", tmp_path / "o2", "--quiet")
+    rc = upscale(tmp_path / "a.png", "--weights", weights, "--out_dir", tmp_path / "o2", "--quiet")
     assert rc == 0 and "warning" not in capsys.readouterr().err

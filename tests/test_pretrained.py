@@ -70,7 +70,7 @@ def test_tampered_or_missing_file_is_refused(tmp_path, monkeypatch, capsys):
     from edsr_tf.images import write_image
 
     write_image(img, np.full((8, 8, 3), 128, np.uint8))
-    rc = main([str(img), "--weights", name, "--out", str(tmp_path / "out"), "--quiet"])
+    rc = main([str(img), "--weights", name, "--out_dir", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "edsr_baseline_x2.weights.h5" in err and "damaged or was replaced" in err
     assert not (tmp_path / "out").exists()
@@ -85,7 +85,7 @@ def test_tampered_or_missing_file_is_refused(tmp_path, monkeypatch, capsys):
 def test_unknown_name_lists_the_shipped_ones(tmp_path, capsys):
     from edsr_tf.evaluate import main
 
-    rc = main(["--weights", "edsr_baseline_x5", "--dataset-dir", str(tmp_path), "--datasets", "Set5"])
+    rc = main(["--weights", "edsr_baseline_x5", "--dataset_dir", str(tmp_path), "--eval_sets", "Set5"])
     err = capsys.readouterr().err
     assert rc == 2 and "neither a weights file nor a shipped model" in err and "edsr_baseline_x4" in err
 
@@ -94,7 +94,7 @@ def test_list_models(capsys):
     from edsr_tf.upscale import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["--list-models"])
+        main(["--list_models"])
     out = capsys.readouterr().out
     assert exc.value.code == 0
     for name in REQUIRED:
@@ -111,7 +111,7 @@ def test_upscale_without_weights_uses_the_shipped_model(tmp_path, shared_data, c
 
     lr = shared_data / "benchmark" / "Set5" / "image_SRF_4" / "img_002_SRF_4_LR.png"
     hr = read_image(shared_data / "benchmark" / "Set5" / "image_SRF_4" / "img_002_SRF_4_HR.png").channels()
-    rc = main([str(lr), "--scale", "4", "--out", str(tmp_path)])
+    rc = main([str(lr), "--scale", "4", "--out_dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 0 and "using the shipped model edsr_baseline_x4" in err
     sr = read_image(tmp_path / "img_002_SRF_4_LR_x4.png").channels()
@@ -129,7 +129,7 @@ def test_shipped_model_beats_bicubic_on_set5_through_the_cli(tmp_path, shared_da
     figures = {}
     for method in (["--weights", f"edsr_baseline_x{scale}"], ["--bicubic", "--scale", str(scale)]):
         out = tmp_path / f"{method[0]}.json"
-        rc = main([*method, "--dataset-dir", str(shared_data / "edsr_benchmark"), "--datasets", "Set5",
+        rc = main([*method, "--dataset_dir", str(shared_data / "edsr_benchmark"), "--eval_sets", "Set5",
                    "--json", str(out), "--quiet"])
         assert rc == 0
         figures[method[0]] = json.loads(out.read_text())["results"][0]["psnr"]

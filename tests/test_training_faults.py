@@ -144,7 +144,7 @@ def test_resume_is_refused_and_nothing_touched_when_no_checkpoint_restores(runs,
     proc = _run_cli([f"--out_dir={tmp_path / 'job'}", *TINY_FLAGS, "--resume"])
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     last = _last_error_line(proc)
-    assert last.startswith(f"train.py: error: --resume: none of the 2 checkpoints in {ckpts} restores"), last
+    assert last.startswith(f"error: --resume: none of the 2 checkpoints in {ckpts} restores"), last
     assert "ckpt-4: it is unreadable" in last and "ckpt-2: it is unreadable" in last
     assert _snapshot(ckpts) == before
     assert {n: (tmp_path / "job" / n).read_bytes() for n in outputs} == outputs
@@ -224,7 +224,7 @@ def test_second_run_on_the_same_folder_is_refused(tmp_path):
         proc = _run_cli([f"--out_dir={job}", *TINY_FLAGS, "--steps=2"], timeout=120)
         assert proc.returncode == 1
         last = _last_error_line(proc)
-        assert last.startswith(f"train.py: error: {job} is in use by another training run "
+        assert last.startswith(f"error: {job} is in use by another training run "
                                f"(pid {holder.pid}"), last
         assert json.loads(lock_path(job).read_text())["pid"] == holder.pid  # the holder's lock intact
     finally:

@@ -51,7 +51,7 @@ def test_all_formats_and_a_truncated_file(tmp_path, weights, rgb, capsys):
     full = (src / "rgb.png").read_bytes()
     (src / "broken.png").write_bytes(full[: len(full) // 2])
     out = tmp_path / "out"
-    rc = main([str(src), "--weights", str(weights["edsr"]), "--out", str(out), "--tile", "8"])
+    rc = main([str(src), "--weights", str(weights["edsr"]), "--out_dir", str(out), "--tile", "8"])
     err = capsys.readouterr().err
     assert rc == 1
     assert "broken.png" in err and "1 of 8" in err and "Traceback" not in err
@@ -86,7 +86,7 @@ def test_bicubic_baseline_needs_no_weights(tmp_path, rgb):
     write_image(tmp_path / "a.png", rgb)
     write_image(tmp_path / "d.png", rgb.astype(np.uint16) * 257)
     assert main([str(tmp_path / "a.png"), str(tmp_path / "d.png"), "--bicubic", "--scale", "3",
-                 "--out", str(tmp_path / "o"), "--quiet"]) == 0
+                 "--out_dir", str(tmp_path / "o"), "--quiet"]) == 0
     expected = bicubic_upscale(rgb, 3)
     np.testing.assert_array_equal(read_image(tmp_path / "o" / "a_x3_bicubic.png").rgb, expected)
     deep = read_image(tmp_path / "o" / "d_x3_bicubic.png")
@@ -96,17 +96,17 @@ def test_bicubic_baseline_needs_no_weights(tmp_path, rgb):
 def test_mdsr_weights_need_a_scale(tmp_path, weights, rgb, capsys):
     write_image(tmp_path / "a.png", rgb)
     out = tmp_path / "o"
-    assert main([str(tmp_path / "a.png"), "--weights", str(weights["mdsr"]), "--out", str(out)]) == 2
+    assert main([str(tmp_path / "a.png"), "--weights", str(weights["mdsr"]), "--out_dir", str(out)]) == 2
     assert "--scale" in capsys.readouterr().err
     assert main([str(tmp_path / "a.png"), "--weights", str(weights["mdsr"]), "--scale", "3",
-                 "--out", str(out), "--self-ensemble", "--batch", "4", "--quiet"]) == 0
+                 "--out_dir", str(out), "--self_ensemble", "--batch", "4", "--quiet"]) == 0
     assert read_image(out / "a_x3.png").rgb.shape == (69, 93, 3)
 
 
 @pytest.mark.parametrize("case", ["missing", "not_h5", "no_config", "wrong_scale", "both", "none"])
 def test_bad_weights_give_one_line(tmp_path, weights, rgb, capsys, case):
     write_image(tmp_path / "a.png", rgb)
-    args = [str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]
+    args = [str(tmp_path / "a.png"), "--out_dir", str(tmp_path / "o")]
     if case == "missing":
         args += ["--weights", str(tmp_path / "nope.weights.h5")]
     elif case == "not_h5":
@@ -136,18 +136,18 @@ def test_same_stem_collision_and_keep_format(tmp_path, weights, rgb, capsys):
     write_image(tmp_path / "a.jpg", rgb)
     out = tmp_path / "o"
     rc = main([str(tmp_path / "a.png"), str(tmp_path / "a.jpg"), "--weights", str(weights["edsr"]),
-               "--out", str(out), "--quiet"])
+               "--out_dir", str(out), "--quiet"])
     assert rc == 1 and "already taken" in capsys.readouterr().err
-    rc = main([str(tmp_path / "a.jpg"), "--weights", str(weights["edsr"]), "--out", str(out),
+    rc = main([str(tmp_path / "a.jpg"), "--weights", str(weights["edsr"]), "--out_dir", str(out),
                "--format", "keep", "--quiet"])
     assert rc == 0 and Image.open(out / "a_x2.jpg").format == "JPEG"
 
 
 def test_missing_input_and_bad_flags(tmp_path, weights, capsys):
-    rc = main([str(tmp_path / "ghost.png"), "--weights", str(weights["edsr"]), "--out", str(tmp_path)])
+    rc = main([str(tmp_path / "ghost.png"), "--weights", str(weights["edsr"]), "--out_dir", str(tmp_path)])
     assert rc == 1 and "ghost.png: no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        main([str(tmp_path), "--bicubic", "--scale", "2", "--out", str(tmp_path), "--tile", "-3"])
+        main([str(tmp_path), "--bicubic", "--scale", "2", "--out_dir", str(tmp_path), "--tile", "-3"])
     assert e.value.code == 2
     assert "--tile" in capsys.readouterr().err
 
@@ -157,7 +157,7 @@ def test_cli_subprocess_smoke(tmp_path, weights, rgb):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     r = subprocess.run(
         [sys.executable, "-m", "edsr_tf.upscale", str(tmp_path / "a.png"), "--weights",
-         str(weights["edsr"]), "--out", str(tmp_path / "o"), "--self-ensemble"],
+         str(weights["edsr"]), "--out_dir", str(tmp_path / "o"), "--self_ensemble"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
     )
     assert r.returncode == 0, r.stderr

@@ -54,8 +54,8 @@ def bundle(web_ready, tmp_path_factory):
     weights = root / "tiny_x2.weights.h5"
     save_model(model, weights, config)
     out = root / "export"
-    rc = main(["--weights", str(weights), "--formats", "web", "--out", str(out),
-               "--latency-runs", "0", "--quiet"])
+    rc = main(["--weights", str(weights), "--formats", "web", "--out_dir", str(out),
+               "--latency_runs", "0", "--quiet"])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     return out / "web", model, report
@@ -285,7 +285,7 @@ def test_default_weights_is_the_shipped_model(tmp_path, capsys):
         assert default_weights() == DEFAULT_WEIGHTS
         assert read_config(DEFAULT_WEIGHTS).scales == (2,)
         return
-    rc = main(["--formats", "web", "--out", str(tmp_path / "out"), "--quiet"])
+    rc = main(["--formats", "web", "--out_dir", str(tmp_path / "out"), "--quiet"])
     assert rc == 1
     err = capsys.readouterr().err
     assert "edsr_baseline_x2 is not shipped" in err and "--weights" in err

@@ -1,7 +1,8 @@
 """Export EDSR/MDSR to SavedModel (TF Serving), TFLite (LiteRT) and ONNX, each verified.
 
 Entry points: :func:`export` (from a weights file) and :func:`export_model` (from a
-Keras model); the command line is ``python -m export`` (:mod:`edsr_tf.export.cli`).
+Keras model), both taking an :class:`ExportOptions`; the command line is ``python -m export``
+(:mod:`edsr_tf.export.cli`); front ends turn their text into options with :meth:`ExportOptions.parse`.
 TensorFlow is imported only when an export runs, so the CLI's ``--help`` is instant.
 """
 
@@ -12,6 +13,7 @@ from edsr_tf.export.common import (
     QUANTIZATIONS,
     SUPPORTED,
     ExportError,
+    ExportOptions,
     ExportUsageError,
     VerificationError,
     artifact_name,
@@ -24,6 +26,7 @@ __all__ = [
     "QUANTIZATIONS",
     "SUPPORTED",
     "ExportError",
+    "ExportOptions",
     "ExportUsageError",
     "VerificationError",
     "artifact_name",

@@ -1,12 +1,35 @@
-"""Command line: ``python -m export --weights W --formats ... --out DIR``."""
+"""Command line: ``python -m export --weights W --formats ... --out_dir DIR`` (also ``edsr-export``).
+
+Flags are parsed once into typed values (tuples of formats and quantizations, a resolved
+scale, a tile shape) that make an :class:`~edsr_tf.export.common.ExportOptions`; the
+library's errors are printed in this command's flag spelling. Exit status: 0 ok, 1 the
+export or its verification failed, 2 bad arguments; errors are one line, ``error: ...``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
+from edsr_tf.cli_args import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ArgumentParser,
+    add_flag,
+    add_scale_flag,
+    comma_list,
+    flag_renames,
+    max_pixels_arg,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    print_error,
+    quiet_tensorflow,
+    translate_flags,
+)
 from edsr_tf.export.common import (
     DEFAULT_FORMATS,
     DEFAULT_MAX_PIXELS,
@@ -18,19 +41,20 @@ from edsr_tf.export.common import (
 )
 
 EPILOG = """\
-Writes DIR/savedmodel/<name>/<version>/ (TF Serving), DIR/tflite/<name>_<variant>[_tileHxW].tflite,
-DIR/onnx/<name>_<variant>.onnx, DIR/report.json and DIR/report.md, replacing DIR as one unit.
+Writes OUT_DIR/savedmodel/<name>/<version>/ (TF Serving),
+OUT_DIR/tflite/<name>_<variant>[_tileHxW].tflite, OUT_DIR/onnx/<name>_<variant>.onnx,
+OUT_DIR/report.json and OUT_DIR/report.md, replacing OUT_DIR as one unit.
 A re-export of the same model writes the next SavedModel version (1/, 2/, ...) and keeps the
-earlier ones; a DIR holding another model's export is refused unless --overwrite. Every artifact
+earlier ones; an OUT_DIR holding another model's export is refused unless --overwrite. Every artifact
 is run in its runtime and compared with the Keras model; one that fails (fp32: differs by more
 than --tolerance) is left out and listed in the report, and the command exits 1.
---formats web writes DIR/web/, a static page that upscales in the browser (ONNX Runtime Web,
+--formats web writes OUT_DIR/web/, a static page that upscales in the browser (ONNX Runtime Web,
 installed by `npm ci --prefix edsr_tf/export/web_page`), checked in headless Chromium when found.
 Exit status: 0 ok, 1 the export or its verification failed, 2 bad arguments.
 
 example:
   python -m export --weights runs/edsr_x2/best.weights.h5 --formats savedmodel,tflite,onnx \\
-      --quantize none,fp16,dynamic,int8 --out exports/edsr_x2
+      --quantize none,fp16,dynamic,int8 --out_dir exports/edsr_x2
 """
 
 
@@ -54,8 +78,35 @@ def default_weights() -> str:
     return DEFAULT_WEIGHTS
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _names_arg(allowed: Sequence[str], what: str):
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n.lower() for n in comma_list(text))
+        if not names:
+            raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(allowed)}")
+        bad = [n for n in names if n not in allowed]
+        if bad:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {', '.join(bad)}; expected some of {', '.join(allowed)}")
+        return names
+
+    return parse
+
+
+def tile_shape_arg(text: str) -> tuple[int, int]:
+    """``--tile H,W`` (or ``N`` for N,N) as ``(H, W)``."""
+    try:
+        parts = [int(v) for v in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected H,W with positive integers, e.g. 128,128, got {text!r}")
+    return parts[0], parts[1]
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="python -m export",
         description="Export an EDSR/MDSR model to SavedModel, TFLite and ONNX, verified end to end.",
         epilog=EPILOG,
@@ -65,86 +116,106 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None,
                    help="a shipped model's name (python -m edsr_tf.pretrained lists them) or a model "
                         f"file (.weights.h5 or .keras) with embedded config (default: {DEFAULT_WEIGHTS})")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--scale", type=int, default=None,
+    add_flag(p, "--out_dir", "--out", required=True, type=Path, metavar="DIR", help="output folder")
+    add_scale_flag(p, single=True,
                    help="scale to export (MDSR: default all of its scales, one artifact each)")
-    p.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
+    p.add_argument("--formats", type=_names_arg(FORMATS, "format(s)"), default=DEFAULT_FORMATS,
+                   metavar="F[,F...]",
                    help=f"comma list of {', '.join(FORMATS)} (default: {','.join(DEFAULT_FORMATS)}; "
                         "web: a static page that upscales in the browser)")
-    p.add_argument("--quantize", default="none",
+    p.add_argument("--quantize", type=_names_arg(QUANTIZATIONS, "quantization(s)"), default=("none",),
+                   metavar="Q[,Q...]",
                    help=f"comma list of {', '.join(QUANTIZATIONS)} (none = float32; "
                         "fp16/dynamic: TFLite only; int8: TFLite and ONNX)")
-    p.add_argument("--calibration-dir", default=None,
-                   help="images for int8 calibration (default: the embedded sample photographs)")
-    p.add_argument("--calibration-samples", type=int, default=32, help="number of calibration patches")
-    p.add_argument("--calibration-size", type=int, default=64, help="calibration patch side (LR px)")
-    p.add_argument("--tile", default=None,
-                   help="H,W: also write fixed-shape TFLite models [1,H,W,3] for accelerators")
-    p.add_argument("--verify-dir", default=None,
-                   help="HR images to verify on (LR made by bicubic downscaling; default: embedded photo): "
-                        "a folder of HR images, a benchmark set (Set5/ with HR/ or image_SRF_<s>/), "
-                        "an image_SRF_<s> folder (its *_HR files), or a DIV2K folder")
-    p.add_argument("--verify-max-side", type=int, default=192,
-                   help="center-crop verification LR images to at most this side (0: whole image)")
-    p.add_argument("--tolerance", type=float, default=FP32_TOLERANCE,
+    add_flag(p, "--calibration_dir", "--calibration-dir", type=Path, default=None, metavar="DIR",
+             help="images for int8 calibration (default: the embedded sample photographs)")
+    add_flag(p, "--calibration_samples", "--calibration-samples", type=positive_int, default=32,
+             metavar="N", help="number of calibration patches")
+    add_flag(p, "--calibration_size", "--calibration-size", type=positive_int, default=64,
+             metavar="N", help="calibration patch side (LR px, >= 4)")
+    p.add_argument("--tile", type=tile_shape_arg, default=None, metavar="H,W",
+                   help="also write fixed-shape TFLite models [1,H,W,3] for accelerators")
+    add_flag(p, "--verify_dir", "--verify-dir", type=Path, default=None, metavar="DIR",
+             help="HR images to verify on (LR made by bicubic downscaling; default: embedded photo): "
+                  "a folder of HR images, a benchmark set (Set5/ with HR/ or image_SRF_<s>/), "
+                  "an image_SRF_<s> folder (its *_HR files), or a DIV2K folder")
+    add_flag(p, "--verify_max_side", "--verify-max-side", type=non_negative_int, default=192,
+             metavar="N", help="center-crop verification LR images to at most this side (0: whole image)")
+    p.add_argument("--tolerance", type=positive_float, default=FP32_TOLERANCE,
                    help="max |export - keras| on [0,255] allowed for fp32 exports")
-    p.add_argument("--max-psnr-drop", type=float, default=None,
-                   help="fail if a quantized export loses more than this many dB (default: report only)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help="SavedModel: refuse requests of more LR pixels than this (N x H x W; serving_bytes: "
-                        f"W x H per image, from its header, before decoding); default {DEFAULT_MAX_PIXELS} "
-                        "(report.json 'serving' gives the memory it needs)")
+    add_flag(p, "--max_psnr_drop", "--max-psnr-drop", type=float, default=None, metavar="DB",
+             help="fail if a quantized export loses more than this many dB (default: report only)")
+    add_flag(p, "--max_pixels", "--max-pixels", type=max_pixels_arg, default=DEFAULT_MAX_PIXELS,
+             metavar="N",
+             help="SavedModel: refuse requests of more LR pixels than this (N x H x W; serving_bytes: "
+                  f"W x H per image, from its header, before decoding); default {DEFAULT_MAX_PIXELS} "
+                  "('2M' = 2,000,000; report.json 'serving' gives the memory it needs)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an export of another model in --out (its SavedModel versions are dropped)")
-    p.add_argument("--latency-runs", type=int, default=5, help="timed runs per artifact (0: skip)")
+                   help="replace an export of another model in --out_dir (its SavedModel versions are dropped)")
+    add_flag(p, "--latency_runs", "--latency-runs", type=non_negative_int, default=5, metavar="N",
+             help="timed runs per artifact (0: skip)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
 
+def options_from_args(args: argparse.Namespace):
+    """The :class:`~edsr_tf.export.common.ExportOptions` of parsed flags (raises ExportUsageError)."""
+    from edsr_tf.export.common import ExportOptions
+
+    return ExportOptions(
+        formats=args.formats,
+        quantize=args.quantize,
+        scale=args.scale,
+        tile=args.tile,
+        calibration_dir=args.calibration_dir,
+        num_calibration=args.calibration_samples,
+        calibration_size=args.calibration_size,
+        verify_dir=args.verify_dir,
+        verify_max_side=args.verify_max_side or None,
+        tolerance=args.tolerance,
+        max_psnr_drop=args.max_psnr_drop,
+        max_pixels=args.max_pixels,
+        overwrite=args.overwrite,
+        latency_runs=args.latency_runs,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit status (0 ok, 1 export/verification error, 2 bad arguments)."""
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    renames = flag_renames(parser)
+    quiet_tensorflow()
+
+    def error(msg: str) -> None:
+        print_error(translate_flags(msg, renames))
+
+    try:
+        options = options_from_args(args)
+    except ExportUsageError as e:
+        error(str(e))
+        return EXIT_USAGE
     from edsr_tf.export.pipeline import export
     from edsr_tf.models.io import ModelFileError
 
     try:
-        if args.calibration_samples < 1 or args.calibration_size < 4:
-            raise ExportUsageError("--calibration-samples must be >= 1 and --calibration-size >= 4")
-        if args.latency_runs < 0:
-            raise ExportUsageError("--latency-runs must be >= 0")
-        if args.max_pixels < 1:
-            raise ExportUsageError(f"--max-pixels must be >= 1, got {args.max_pixels}")
         export(
             args.weights or default_weights(),
-            args.out,
-            scale=args.scale,
-            formats=args.formats,
-            quantize=args.quantize,
-            calibration_dir=args.calibration_dir,
-            tile=args.tile,
-            verify_dir=args.verify_dir,
-            verify_max_side=args.verify_max_side or None,
-            tolerance=args.tolerance,
-            max_psnr_drop=args.max_psnr_drop,
-            max_pixels=args.max_pixels,
-            overwrite=args.overwrite,
-            latency_runs=args.latency_runs,
-            num_calibration=args.calibration_samples,
-            calibration_size=args.calibration_size,
+            args.out_dir,
+            options,
             progress=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
         )
     except ExportUsageError as e:
-        print(f"python -m export: error: {e}", file=sys.stderr)
-        return 2
+        error(str(e))
+        return EXIT_USAGE
     except (ExportError, ModelFileError) as e:
-        print(f"export failed: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # e.g. --out's parent not writable, disk full outside the export proper
+        error(f"export failed: {e}")
+        return EXIT_FAILED
+    except OSError as e:  # e.g. --out_dir's parent not writable, disk full outside the export proper
         where = f": {e.filename}" if e.filename else ""
-        print(f"export failed: {e.strerror or e}{where}", file=sys.stderr)
-        return 1
+        error(f"export failed: {e.strerror or e}{where}")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("export interrupted; nothing written", file=sys.stderr)
         return 130
-    return 0
+    return EXIT_OK

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import errno
+import functools
 import json
 import os
 import re
@@ -19,6 +21,7 @@ from edsr_tf.fileio import make_dir
 
 if TYPE_CHECKING:  # keras/TF load lazily so `python -m export --help` answers at once
     import keras
+    import numpy as np
 
     from edsr_tf.models import ModelConfig
 
@@ -41,6 +44,8 @@ FP32_TOLERANCE = 1e-2
 #: One megapixel, e.g. a 1024x1024 or 1280x800 input; see ``activation_bytes_per_pixel``
 #: (report.json, ``serving``) for the memory a model needs per LR pixel.
 DEFAULT_MAX_PIXELS = 1 << 20
+#: Default largest LR side of a verification image (center crop): keeps verification quick.
+MAX_LR_SIDE = 192
 
 Progress = Callable[[str], None]
 
@@ -63,6 +68,145 @@ class VerificationError(ExportError):
     def __init__(self, message: str, report: dict | None = None):
         super().__init__(message)
         self.report = report
+
+
+def parse_list(value: str | Sequence[str], allowed: Sequence[str], flag: str) -> tuple[str, ...]:
+    """``"a,b"`` or ``["a", "b"]`` → validated tuple in ``allowed`` order (a front end's parser)."""
+    items = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value)]
+    items = [v for v in items if v]
+    if not items:
+        raise ExportUsageError(f"{flag}: empty; expected a comma-separated subset of {', '.join(allowed)}")
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise ExportUsageError(f"{flag}: unknown value(s) {', '.join(bad)}; expected some of {', '.join(allowed)}")
+    return tuple(a for a in allowed if a in items)
+
+
+def parse_tile(value: str | Sequence[int] | None) -> tuple[int, int] | None:
+    """``"H,W"`` (or ``"N"`` for a square; ``""``/None: no tile) → ``(H, W)`` positive ints."""
+    if value is None or value == "":
+        return None
+    try:
+        parts = [int(v) for v in value.split(",")] if isinstance(value, str) else [int(v) for v in value]
+    except (TypeError, ValueError):
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise ExportUsageError(f"--tile {value!r}: expected H,W with positive integers, e.g. 128,128")
+    return parts[0], parts[1]
+
+
+def _names(value, allowed: Sequence[str], field: str, flag: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError(f"ExportOptions.{field}: a tuple of names such as {tuple(allowed[:2])}, got the "
+                        f"string {value!r}; a front end parses strings with ExportOptions.parse")
+    return parse_list(value, allowed, flag)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """What :func:`~edsr_tf.export.pipeline.export_model` exports and how it verifies it.
+
+    Typed values only (a string where a tuple belongs is a ``TypeError``); front ends turn
+    their text into these with :meth:`parse`. Values are checked on construction
+    (:class:`ExportUsageError`, naming the command-line flag); ``formats`` and ``quantize``
+    are put in canonical order.
+
+    formats: subset of :data:`FORMATS`. quantize: subset of :data:`QUANTIZATIONS` ("none" =
+    float32); each must be supported by one of ``formats`` (:data:`SUPPORTED`). scale: the
+    one scale to export (None: every scale of the model). tile: ``(H, W)`` of extra
+    fixed-shape TFLite models, or None. calibration_dir / num_calibration / calibration_size:
+    int8 calibration patches (None: the embedded photographs). verify_dir: HR images to verify
+    on; verify_images: ``(name, HR uint8 array)`` pairs instead (in memory; default: the
+    embedded held-out photograph); verify_max_side: LR center-crop side (None: whole image).
+    tolerance: fp32 max |export - keras| on [0, 255]. max_psnr_drop: quantized exports that
+    lose more dB fail (None: report only). max_pixels: the SavedModel's request size limit
+    (LR pixels). overwrite: replace another model's export in ``out``. latency_runs: timed
+    runs per artifact (0: none).
+    """
+
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    quantize: tuple[str, ...] = ("none",)
+    scale: int | None = None
+    tile: tuple[int, int] | None = None
+    calibration_dir: Path | None = None
+    num_calibration: int = 32
+    calibration_size: int = 64
+    verify_dir: Path | None = None
+    verify_images: tuple[tuple[str, "np.ndarray"], ...] | None = dataclasses.field(
+        default=None, repr=False, compare=False)
+    verify_max_side: int | None = MAX_LR_SIDE
+    tolerance: float = FP32_TOLERANCE
+    max_psnr_drop: float | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    overwrite: bool = False
+    latency_runs: int = 5
+
+    def __post_init__(self) -> None:
+        put = functools.partial(object.__setattr__, self)
+        put("formats", _names(self.formats, FORMATS, "formats", "--formats"))
+        put("quantize", _names(self.quantize, QUANTIZATIONS, "quantize", "--quantize"))
+        if self.tile is not None:
+            if isinstance(self.tile, str):
+                raise TypeError(f"ExportOptions.tile: (H, W) or None, got the string {self.tile!r}; "
+                                "a front end parses strings with ExportOptions.parse")
+            put("tile", parse_tile(self.tile))
+        if self.tile and "tflite" not in self.formats:
+            raise ExportUsageError("--tile applies to TFLite exports only: add tflite to --formats")
+        for q in self.quantize:
+            if not any(q in SUPPORTED[f] for f in self.formats):
+                supported = "; ".join(f + ": " + "/".join(SUPPORTED[f]) for f in self.formats)
+                raise ExportUsageError(f"--quantize {q}: no requested format supports it ({supported})")
+        for field in ("calibration_dir", "verify_dir"):
+            if getattr(self, field) is not None:
+                put(field, Path(getattr(self, field)))
+        if self.verify_images is not None:
+            put("verify_images", tuple((str(n), im) for n, im in self.verify_images))
+        if self.scale is not None and int(self.scale) < 1:
+            raise ExportUsageError(f"--scale must be >= 1, got {self.scale}")
+        if not (self.tolerance > 0):
+            raise ExportUsageError(f"--tolerance must be > 0, got {self.tolerance}")
+        if int(self.max_pixels) < 1:
+            raise ExportUsageError(f"--max-pixels must be >= 1, got {self.max_pixels}")
+        if self.verify_max_side is not None and int(self.verify_max_side) < 1:
+            raise ExportUsageError(f"--verify-max-side must be >= 1 (None: whole image), got {self.verify_max_side}")
+        if int(self.num_calibration) < 1 or int(self.calibration_size) < 4:
+            raise ExportUsageError("--calibration-samples must be >= 1 and --calibration-size >= 4")
+        if int(self.latency_runs) < 0:
+            raise ExportUsageError("--latency-runs must be >= 0")
+        for field in ("scale", "max_pixels", "verify_max_side", "num_calibration", "calibration_size",
+                      "latency_runs"):
+            if getattr(self, field) is not None:
+                put(field, int(getattr(self, field)))
+
+    @property
+    def jobs(self) -> tuple[tuple[str, str], ...]:
+        """``(format, quantization)`` pairs to build, in build order."""
+        return tuple((f, q) for f in self.formats for q in self.quantize if q in SUPPORTED[f])
+
+    @property
+    def skipped(self) -> dict[str, list[str]]:
+        """Per format, the requested quantizations it does not support."""
+        return {f: [q for q in self.quantize if q not in SUPPORTED[f]] for f in self.formats}
+
+    @classmethod
+    def parse(cls, **values) -> "ExportOptions":
+        """Options from a front end's values: ``formats``/``quantize`` as ``"a,b"`` text or a
+        sequence, ``tile`` as ``"H,W"``/``"N"``/``""``/None or a pair, ``verify_max_side`` 0 for
+        None; the other fields as typed. Unknown names are a ``TypeError``."""
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"ExportOptions.parse: unknown option(s) {', '.join(sorted(unknown))}")
+        if "formats" in values:
+            values["formats"] = parse_list(values["formats"], FORMATS, "--formats")
+        if "quantize" in values:
+            values["quantize"] = parse_list(values["quantize"], QUANTIZATIONS, "--quantize")
+        if "tile" in values:
+            values["tile"] = parse_tile(values["tile"])
+        if values.get("verify_max_side") == 0:
+            values["verify_max_side"] = None
+        return cls(**values)
 
 
 def variant_label(quant: str) -> str:

@@ -4,18 +4,25 @@ Everything is written into a hidden staging folder ``.<out>.partial-<host>-<pid>
 next to ``out``, verified there, and then replaces ``out`` as one unit. On any error
 the staging folder is deleted, so a failed export leaves no artifact behind; one left
 by a killed process is removed by the next export to the same ``out``.
+
+The steps of :func:`export_model`: :func:`plan_export` (the options against the model,
+``out`` and the verification images), :func:`calibration_data`, then per scale
+:func:`keras_reference` and, per format, an artifact builder (``_BUILDERS``) whose
+candidates :class:`_Build` verifies and records; last :func:`build_report` and
+:func:`_install_verified` (report files, atomic swap).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import os
 import platform
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator
 
 import keras
 import numpy as np
@@ -24,13 +31,8 @@ from edsr_tf.export import onnx as onnx_export
 from edsr_tf.export import savedmodel, tflite, web
 from edsr_tf.export.calibration import calibration_patches, read_rgb
 from edsr_tf.export.common import (
-    DEFAULT_FORMATS,
-    DEFAULT_MAX_PIXELS,
-    FORMATS,
-    FP32_TOLERANCE,
-    QUANTIZATIONS,
-    SUPPORTED,
     ExportError,
+    ExportOptions,
     ExportUsageError,
     Progress,
     VerificationError,
@@ -43,14 +45,16 @@ from edsr_tf.export.common import (
     inference_model,
     install,
     is_disk_full,
+    parse_list,
+    parse_tile,
     savedmodel_versions,
     staging_dir,
     variant_label,
 )
 from edsr_tf.export.report import table, write_report
 from edsr_tf.export.verify import (
-    MAX_LR_SIDE,
     KerasRunner,
+    VerificationImage,
     check_serving_signatures,
     tile_images,
     verification_images,
@@ -60,6 +64,7 @@ from edsr_tf.export.verify import (
 from edsr_tf.inference import activation_bytes_per_pixel
 from edsr_tf.models import ModelConfig, load_model, model_for_scale
 
+__all__ = ["ExportOptions", "ExportPlan", "export", "export_model", "parse_list", "parse_tile", "plan_export"]
 
 #: Activation memory of one request at --max-pixels above which the report warns.
 LARGE_REQUEST_BYTES = 8 << 30
@@ -69,47 +74,31 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def parse_list(value: str | Sequence[str], allowed: Sequence[str], flag: str) -> tuple[str, ...]:
-    """``"a,b"`` or ``["a", "b"]`` → validated tuple in ``allowed`` order."""
-    items = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value)]
-    items = [v for v in items if v]
-    if not items:
-        raise ExportUsageError(f"{flag}: empty; expected a comma-separated subset of {', '.join(allowed)}")
-    bad = [v for v in items if v not in allowed]
-    if bad:
-        raise ExportUsageError(f"{flag}: unknown value(s) {', '.join(bad)}; expected some of {', '.join(allowed)}")
-    return tuple(a for a in allowed if a in items)
-
-
-def parse_tile(value: str | Sequence[int] | None) -> tuple[int, int] | None:
-    """``"H,W"`` (or ``"N"`` for a square) → ``(H, W)`` positive ints."""
-    if value is None or value == "":
-        return None
-    try:
-        parts = [int(v) for v in value.split(",")] if isinstance(value, str) else [int(v) for v in value]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise ExportUsageError(f"--tile {value!r}: expected H,W with positive integers, e.g. 128,128")
-    return parts[0], parts[1]
+def _options(options: ExportOptions | None, legacy: dict) -> ExportOptions:
+    """``options``, or ones parsed from the old keyword arguments (``formats="a,b"``, ...)."""
+    if legacy:
+        if options is not None:
+            raise TypeError(f"export_model: pass ExportOptions or keywords, not both ({', '.join(legacy)})")
+        return ExportOptions.parse(**legacy)
+    return ExportOptions() if options is None else options
 
 
 def export(
     weights: str | os.PathLike,
     out: str | os.PathLike,
+    options: ExportOptions | None = None,
     *,
-    scale: int | None = None,
-    **kwargs,
+    progress: Progress | None = _stderr,
+    **legacy,
 ) -> dict:
     """Loads ``weights`` (a ``.weights.h5``/``.keras`` with embedded config) and exports it.
 
-    See :func:`export_model` for the options. Raises ``ModelFileError`` for an
-    unreadable or mismatched weights file before anything is written.
+    See :func:`export_model` for ``options``. Raises ``ModelFileError`` for an unreadable
+    or mismatched weights file before anything is written.
     """
+    options = _options(options, legacy)
     model, config = load_model(weights)
-    return export_model(model, config, out, scale=scale, weights=str(weights), **kwargs)
+    return export_model(model, config, out, options, weights=str(weights), progress=progress)
 
 
 def _work_error(e: BaseException, out: Path) -> ExportError | None:
@@ -144,297 +133,402 @@ def _failure_summary(failed: list[dict]) -> str:
                      f"{' tile' if a.get('tile') else ''}: {a['failure']}" for a in failed)
 
 
-def export_model(
-    model: keras.Model,
-    config: ModelConfig,
-    out: str | os.PathLike,
-    *,
-    scale: int | None = None,
-    formats: str | Sequence[str] = DEFAULT_FORMATS,
-    quantize: str | Sequence[str] = ("none",),
-    calibration_dir: str | os.PathLike | None = None,
-    tile: str | Sequence[int] | None = None,
-    verify_dir: str | os.PathLike | None = None,
-    verify_images: list[tuple[str, np.ndarray]] | None = None,
-    verify_max_side: int | None = MAX_LR_SIDE,
-    tolerance: float = FP32_TOLERANCE,
-    max_psnr_drop: float | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    overwrite: bool = False,
-    latency_runs: int = 5,
-    num_calibration: int = 32,
-    calibration_size: int = 64,
-    weights: str | None = None,
-    progress: Progress | None = _stderr,
-) -> dict:
-    """Exports ``model`` to ``out`` in each of ``formats`` × ``quantize``, verified; returns the report.
+# --------------------------------------------------------------------------------------
+# Plan: the options against the model, the output folder and the verification images
+# --------------------------------------------------------------------------------------
 
-    Layout: ``out/savedmodel/<name>/<version>/`` (TF Serving), ``out/tflite/<name>_<variant>[_tileHxW].tflite``,
-    ``out/onnx/<name>_<variant>.onnx``, ``out/report.json``, ``out/report.md``. ``<name>`` is
-    e.g. ``edsr_baseline_x2``; an MDSR model gives one artifact per scale unless ``scale`` is set.
 
-    ``out`` is replaced as one unit (:func:`~edsr_tf.export.common.install`): a re-export of
-    the same model (same config) drops the previous TFLite/ONNX files and reports, keeps
-    the earlier SavedModel versions and writes the next one (``1/``, ``2/``, ...), and
-    keeps files of the user's. An ``out`` holding another model's export is refused
-    (:class:`ExportUsageError`) unless ``overwrite``; then its versions are not kept.
-    The SavedModel signatures refuse inputs past ``max_pixels`` LR pixels.
+@dataclasses.dataclass(frozen=True)
+class ExportPlan:
+    """What one export will build, checked before anything is written."""
 
-    Every artifact is verified. One that fails (fp32: differs from Keras by more than
-    ``tolerance``; quantized: loses more than ``max_psnr_drop`` dB, if set) is left out,
-    listed in the report with what failed, and :class:`VerificationError` is raised
-    after the others are installed (none installed if none passed).
-    """
-    say = progress or (lambda _m: None)
-    formats = parse_list(formats, FORMATS, "--formats")
-    if "web" in formats:
-        web.runtime_dist()  # a missing npm runtime fails here, naming the install command
-    quants = parse_list(quantize, QUANTIZATIONS, "--quantize")
-    tile_hw = parse_tile(tile)
-    if tile_hw and "tflite" not in formats:
-        raise ExportUsageError("--tile applies to TFLite exports only: add tflite to --formats")
-    for q in quants:
-        if not any(q in SUPPORTED[f] for f in formats):
-            supported = "; ".join(f + ": " + "/".join(SUPPORTED[f]) for f in formats)
-            raise ExportUsageError(f"--quantize {q}: no requested format supports it ({supported})")
-    if not (tolerance > 0):
-        raise ExportUsageError(f"--tolerance must be > 0, got {tolerance}")
-    if int(max_pixels) < 1:
-        raise ExportUsageError(f"--max-pixels must be >= 1, got {max_pixels}")
-    max_pixels = int(max_pixels)
-    scales = list(config.scales) if scale is None else [int(scale)]
-    for s in scales:
-        try:
-            model_for_scale(model, config, s)
-        except ValueError as e:
-            raise ExportUsageError(f"--scale: {e}") from None
+    options: ExportOptions
+    out: Path
+    scales: tuple[int, ...]
+    names: tuple[str, ...]
+    images: dict[int, list[VerificationImage]]
+    foreign: str | None
+    old_versions: dict[str, list[int]]
+
+    @property
+    def keep_versions(self) -> bool:
+        """Whether ``out``'s earlier SavedModel versions are kept (not when replacing another model)."""
+        return self.foreign is None
+
+    def new_version(self, name: str) -> int:
+        old = self.old_versions[name]
+        return max(old) + 1 if old else 1
+
+    @property
+    def total_steps(self) -> int:
+        per_scale = sum(2 if (f == "tflite" and self.options.tile) else 1 for f, _ in self.options.jobs)
+        return per_scale * len(self.scales)
+
+    def initial_notes(self) -> list[str]:
+        notes = [f"{f} does not support {', '.join(qs)}: skipped" for f, qs in self.options.skipped.items() if qs]
+        if self.foreign:
+            notes.append(f"--overwrite: replaced the export of another model ({self.foreign})")
+        return notes
+
+
+def _output_folder(out: str | os.PathLike) -> Path:
     out = Path(out)
     if out.is_symlink() and out.is_dir():  # replace the folder it points to, keep the link
         out = Path(os.path.realpath(out))
     if os.path.lexists(out) and not out.is_dir():
         raise ExportUsageError(f"--out {out}: exists and is not a folder")
-    clean_stale(out, say)  # first: it may put back an export a killed run had moved aside
-    foreign = foreign_export(out, config)
-    if foreign and not overwrite:
-        raise ExportUsageError(
-            f"--out {out}: holds the export of another model ({foreign}); choose an empty folder, "
-            "or pass --overwrite to replace that export")
-    keep_versions = foreign is None
+    return out
 
-    jobs = [(f, q) for f in formats for q in quants if q in SUPPORTED[f]]
-    skipped = {f: [q for q in quants if q not in SUPPORTED[f]] for f in formats}
-    names = [artifact_name(config, s) for s in scales]
 
-    # verification images, per scale (a benchmark set's HR may differ per scale)
+def _verification_images(options: ExportOptions, scales: tuple[int, ...]) -> dict[int, list[VerificationImage]]:
+    """Verification LR/HR pairs per scale (a benchmark set's HR may differ per scale)."""
     read_cache: dict[Path, np.ndarray] = {}
     images_by_scale = {}
     for s in scales:
-        hr_images = verify_images
-        if hr_images is None and verify_dir is not None:
+        hr_images = list(options.verify_images) if options.verify_images is not None else None
+        if hr_images is None and options.verify_dir is not None:
             hr_images = []
-            for n, path in verify_hr_files(verify_dir, s):
+            for n, path in verify_hr_files(options.verify_dir, s):
                 if path not in read_cache:
                     read_cache[path] = read_rgb(path)
                 hr_images.append((n, read_cache[path]))
-        images_by_scale[s] = verification_images(s, hr_images, verify_max_side)
-        if "savedmodel" in formats:
-            for im in images_by_scale[s]:
-                px = im.lr.shape[0] * im.lr.shape[1]
-                if px > max_pixels:
-                    raise ExportUsageError(
-                        f"--max-pixels {max_pixels}: verification image {im.name} is "
-                        f"{im.lr.shape[1]}x{im.lr.shape[0]} = {px} LR px, past the limit; "
-                        "lower --verify-max-side or raise --max-pixels")
+        images_by_scale[s] = verification_images(s, hr_images, options.verify_max_side)
+        if "savedmodel" in options.formats:
+            _check_fits_max_pixels(images_by_scale[s], options.max_pixels)
+    return images_by_scale
 
-    needs_calibration = any(q == "int8" for _, q in jobs)
-    calib = calib_tile = None
-    if needs_calibration:
-        say(f"calibration: {num_calibration} patches of {calibration_size}px from "
-            f"{calibration_dir or 'the embedded sample photographs'}")
-        calib = calibration_patches(calibration_dir, num_patches=num_calibration, patch_size=calibration_size)
-        if tile_hw:
-            calib_tile = calibration_patches(calibration_dir, num_patches=num_calibration, patch_size=tile_hw)
 
-    old_versions = {n: (savedmodel_versions(out / "savedmodel" / n) if keep_versions else []) for n in names}
-    new_version = {n: (max(v) + 1 if v else 1) for n, v in old_versions.items()}
+def _check_fits_max_pixels(images: list[VerificationImage], max_pixels: int) -> None:
+    for im in images:
+        px = im.lr.shape[0] * im.lr.shape[1]
+        if px > max_pixels:
+            raise ExportUsageError(
+                f"--max-pixels {max_pixels}: verification image {im.name} is "
+                f"{im.lr.shape[1]}x{im.lr.shape[0]} = {px} LR px, past the limit; "
+                "lower --verify-max-side or raise --max-pixels")
 
-    per_model_steps = sum(1 + (1 if (f == "tflite" and tile_hw) else 0) for f, _ in jobs)
-    total = per_model_steps * len(scales)
-    step = 0
-    notes = [f"{f} does not support {', '.join(qs)}: skipped" for f, qs in skipped.items() if qs]
-    if foreign:
-        notes.append(f"--overwrite: replaced the export of another model ({foreign})")
-    artifacts: list[dict] = []
-    keras_psnr: dict[str, float] = {}
-    verification = {}
-    serving: dict[str, dict] = {}
 
+def plan_export(model: keras.Model, config: ModelConfig, out: str | os.PathLike, options: ExportOptions,
+                say: Progress = lambda _m: None) -> ExportPlan:
+    """Checks ``options`` against ``model`` and ``out`` and reads the verification images.
+
+    Raises :class:`ExportUsageError` (nothing written) for a scale the model lacks, an
+    ``out`` that is a file or holds another model's export (unless ``options.overwrite``),
+    verification images past ``max_pixels``; :class:`ExportError` when the web runtime is
+    missing. Removes what killed exports to ``out`` left behind.
+    """
+    if "web" in options.formats:
+        web.runtime_dist()  # a missing npm runtime fails here, naming the install command
+    scales = tuple(config.scales) if options.scale is None else (options.scale,)
+    for s in scales:
+        try:
+            model_for_scale(model, config, s)
+        except ValueError as e:
+            raise ExportUsageError(f"--scale: {e}") from None
+    out = _output_folder(out)
+    clean_stale(out, say)  # first: it may put back an export a killed run had moved aside
+    foreign = foreign_export(out, config)
+    if foreign and not options.overwrite:
+        raise ExportUsageError(
+            f"--out {out}: holds the export of another model ({foreign}); choose an empty folder, "
+            "or pass --overwrite to replace that export")
+    names = tuple(artifact_name(config, s) for s in scales)
+    images = _verification_images(options, scales)
+    old_versions = {n: (savedmodel_versions(out / "savedmodel" / n) if foreign is None else []) for n in names}
+    return ExportPlan(options, out, scales, names, images, foreign, old_versions)
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """int8 calibration patches: for the dynamic-shape models and for the tile models."""
+
+    full: np.ndarray | None = None
+    tile: np.ndarray | None = None
+
+
+def calibration_data(options: ExportOptions, say: Progress = lambda _m: None) -> Calibration:
+    """The calibration patches an int8 job needs (none without one)."""
+    if not any(q == "int8" for _, q in options.jobs):
+        return Calibration()
+    say(f"calibration: {options.num_calibration} patches of {options.calibration_size}px from "
+        f"{options.calibration_dir or 'the embedded sample photographs'}")
+    full = calibration_patches(options.calibration_dir, num_patches=options.num_calibration,
+                               patch_size=options.calibration_size)
+    tile = None
+    if options.tile:
+        tile = calibration_patches(options.calibration_dir, num_patches=options.num_calibration,
+                                   patch_size=options.tile)
+    return Calibration(full, tile)
+
+
+# --------------------------------------------------------------------------------------
+# Per scale: the Keras reference; per format: the artifacts to verify
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ScaleTarget:
+    """One scale of the model: its network, the Keras reference and the images it is verified on."""
+
+    scale: int
+    name: str
+    net: keras.Model
+    reference: KerasRunner
+    images: list[VerificationImage]
+    conv_dir: Path | None = None  # the SavedModel TFLite/ONNX/web convert from
+
+
+@dataclasses.dataclass
+class Candidate:
+    """An artifact written into staging, ready to be verified."""
+
+    fmt: str
+    quant: str
+    path: Path
+    runner: object
+    images: list[VerificationImage]
+    extra: dict = dataclasses.field(default_factory=dict)
+    post: Callable[[], dict] | None = None  # further checks once parity passed; raises VerificationError
+
+
+def keras_reference(target: ScaleTarget, latency_runs: int, weights: str | None) -> dict:
+    """The Keras model's own PSNR and latency on the verification images (the report's reference)."""
+    rec = verify_runner(target.reference, target.reference, target.images, target.scale, tolerance=None,
+                        latency_runs=latency_runs, label=f"keras {target.name}")
+    return {
+        "runtime": "keras",
+        "weights": str(weights or "(in memory)"),
+        "size_bytes": int(Path(weights).stat().st_size) if weights else 0,
+        **{k: rec.get(k) for k in ("psnr_db", "latency_ms", "latency_input", "verified_on")},
+    }
+
+
+class _Build:
+    """The state of one export while it writes, verifies and records artifacts in ``staging``."""
+
+    def __init__(self, plan: ExportPlan, calibration: Calibration, staging: Path,
+                 weights: str | None, say: Progress):
+        self.plan, self.options, self.calibration = plan, plan.options, calibration
+        self.staging, self.work = staging, staging / ".work"
+        self.weights, self.say = weights, say
+        self.step = 0
+        self.artifacts: list[dict] = []
+        self.notes = plan.initial_notes()
+        self.reference: dict[str, dict] = {}
+        self.verification: dict = {}
+        self.serving: dict[str, dict] = {}
+
+    def target(self, model: keras.Model, config: ModelConfig, scale: int, name: str) -> ScaleTarget:
+        """The scale's network and Keras reference (recorded), and its conversion SavedModel if needed."""
+        net = model_for_scale(model, config, scale)
+        target = ScaleTarget(scale, name, net, KerasRunner(net), self.plan.images[scale])
+        ref = keras_reference(target, self.options.latency_runs, self.weights)
+        self.reference[name] = ref
+        self.verification = {
+            "images": ref["verified_on"], "shave": "scale px",
+            "tolerance": self.options.tolerance, "latency_runs": self.options.latency_runs,
+            "latency_input": ref.get("latency_input"),
+        }
+        self.say(f"{name}: keras reference PSNR {ref['psnr_db']:.2f} dB on {', '.join(ref['verified_on'])}")
+        if any(f in ("tflite", "onnx", "web") for f, _ in self.options.jobs):
+            target.conv_dir = export_conversion_savedmodel(inference_model(net), self.work / f"{name}_dynamic")
+        return target
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        self.say(text)
+
+    def onnx_source(self, target: ScaleTarget) -> Path:
+        """The fp32 ONNX conversion (kept in .work: also the int8 and web source, safe from a failure)."""
+        source = self.work / f"{target.name}_fp32.onnx"
+        if not source.exists():
+            onnx_export.convert(target.conv_dir, source)
+        return source
+
+    def verify(self, target: ScaleTarget, c: Candidate) -> dict:
+        """Runs ``c`` against the Keras reference; the record, ``passed`` False with a ``failure`` if it failed."""
+        tol = self.options.tolerance if c.quant == "none" else None
+        rec = verify_runner(c.runner, target.reference, c.images, target.scale, tolerance=tol,
+                            latency_runs=self.options.latency_runs, label=self._label(target, c))
+        rec.update({"model": target.name, "scale": target.scale, "format": c.fmt, "variant": variant_label(c.quant),
+                    "path": str(c.path.relative_to(self.staging)), "size_bytes": dir_size(c.path)})
+        rec.update(c.extra)
+        drop, limit = rec.get("psnr_drop_db"), self.options.max_psnr_drop
+        if rec["passed"] and c.quant != "none" and limit is not None and drop is not None and drop > limit:
+            rec["passed"] = False
+            rec["failure"] = f"PSNR drop {drop:.3f} dB exceeds --max-psnr-drop {limit:g}"
+        if rec["passed"] and c.post is not None:
+            try:
+                rec.update(c.post())
+            except VerificationError as e:
+                rec["passed"], rec["failure"] = False, str(e)
+        rec["written"] = bool(rec["passed"])
+        return rec
+
+    def record(self, target: ScaleTarget, c: Candidate) -> None:
+        """Verifies ``c`` and adds it to the report; a failing artifact is removed from staging."""
+        self.step += 1
+        rec = self.verify(target, c)
+        self.artifacts.append(rec)
+        where = f"[{self.step}/{self.plan.total_steps}] {self._label(target, c)}"
+        if not rec["passed"]:
+            _remove(c.path)
+            self.say(f"{where}: FAILED, left out: {rec['failure']}")
+            return
+        parity = (f"max|Δ| {rec['max_abs_diff']:.2e}" if c.quant == "none"
+                  else f"PSNR {rec['psnr_db']:.2f} dB (drop {rec['psnr_drop_db']:+.3f} dB)")
+        self.say(f"{where}: {rec['size_bytes'] / 1e6:.2f} MB, {parity}, "
+                 f"{rec.get('latency_ms', float('nan')):.1f} ms ✓")
+
+    @staticmethod
+    def _label(target: ScaleTarget, c: Candidate) -> str:
+        return f"{c.fmt} {variant_label(c.quant)} {c.path.name if c.fmt != 'savedmodel' else target.name}"
+
+
+def _savedmodel_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Candidate]:
+    max_pixels = build.options.max_pixels
+    version = build.plan.new_version(t.name)
+    path = savedmodel.save_serving_model(t.net, t.scale, build.staging / "savedmodel" / t.name / str(version),
+                                         max_pixels=max_pixels)
+    runner = savedmodel.SavedModelRunner(path)
+    per_px = activation_bytes_per_pixel(t.net)
+    serving = build.serving[t.name] = {
+        "max_pixels": max_pixels,
+        "activation_bytes_per_lr_pixel": per_px,
+        "activation_bytes_at_max_pixels": per_px * max_pixels,
+    }
+    if per_px * max_pixels > LARGE_REQUEST_BYTES:
+        build.note(f"savedmodel/{t.name}: a request of --max-pixels {max_pixels} LR px needs "
+                   f"~{per_px * max_pixels / 2**30:.1f} GiB of activations "
+                   f"({per_px} bytes per LR pixel); lower --max-pixels to fit the server")
+    yield Candidate("savedmodel", quant, path, runner, t.images,
+                    {"signatures": list(savedmodel.SIGNATURES), "version": version, **serving},
+                    post=lambda: {"checks": check_serving_signatures(runner, t.images[0], max_pixels, t.scale)})
+
+
+def _tflite_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Candidate]:
+    tile = build.options.tile
+    variants = [(None, t.conv_dir, build.calibration.full)]
+    if tile:
+        tile_dir = build.work / f"{t.name}_tile{tile[0]}x{tile[1]}"
+        if not tile_dir.exists():
+            export_conversion_savedmodel(inference_model(t.net), tile_dir, (1, tile[0], tile[1], 3))
+        variants.append((tile, tile_dir, build.calibration.tile))
+    for tl, src, cal in variants:
+        suffix = f"_tile{tl[0]}x{tl[1]}" if tl else ""
+        path = build.staging / "tflite" / f"{t.name}_{variant_label(quant)}{suffix}.tflite"
+        tflite.write(tflite.convert(src, quant, cal), path)
+        runner = tflite.TFLiteRunner(path)
+        yield Candidate("tflite", quant, path, runner, tile_images(t.images, tl, t.scale) if tl else t.images,
+                        {"input_dtype": runner.input_dtype.name, "tile": list(tl) if tl else None,
+                         "tensor_dtypes": runner.tensor_dtypes()})
+
+
+def _onnx_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Candidate]:
+    source = build.onnx_source(t)
+    if quant == "none":
+        path = build.staging / "onnx" / source.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, path)
+    else:
+        path = onnx_export.quantize_int8(source, build.staging / "onnx" / f"{t.name}_int8.onnx",
+                                         build.calibration.full)
+    yield Candidate("onnx", quant, path, onnx_export.OnnxRunner(path), t.images, {"opset": onnx_export.OPSET})
+
+
+def _web_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Candidate]:
+    """The static page: the fp32 ONNX + ONNX Runtime Web (export/web.py), checked in Chromium."""
+    path, runner, extra, check = web.export_web(build.staging, t.net, t.scale, t.name, build.onnx_source(t),
+                                                t.reference, t.images, weights=build.weights, say=build.say)
+    yield Candidate("web", quant, path, runner, t.images, extra, post=check)
+
+
+#: Per format: ``(build, target, quantization)`` → the artifacts to verify, written one at a time.
+_BUILDERS: dict[str, Callable[[_Build, ScaleTarget, str], Iterator[Candidate]]] = {
+    "savedmodel": _savedmodel_artifacts,
+    "tflite": _tflite_artifacts,
+    "onnx": _onnx_artifacts,
+    "web": _web_artifacts,
+}
+
+
+# --------------------------------------------------------------------------------------
+# Report, install
+# --------------------------------------------------------------------------------------
+
+
+def _savedmodel_versions(build: _Build) -> dict[str, list[int]]:
+    """The versions ``out`` will hold per model; notes the kept earlier ones."""
+    versions = {}
+    for n in build.plan.names:
+        old = build.plan.old_versions[n]
+        written = [a["version"] for a in build.artifacts
+                   if a["format"] == "savedmodel" and a["model"] == n and a["passed"]]
+        versions[n] = sorted(set(old) | set(written))
+        if old and written:
+            build.notes.append(
+                f"savedmodel/{n}: wrote version {written[0]}; kept earlier versions "
+                f"{', '.join(map(str, old))} (TF Serving serves the latest; "
+                "its model_version_policy can pin or roll back)")
+    return versions
+
+
+def build_report(build: _Build, config: ModelConfig) -> dict:
+    """report.json's content: the artifacts (each verified, ``passed`` per artifact and overall),
+    the Keras reference per model, the options, machine and library versions."""
+    import onnxruntime
+    import tensorflow as tf
+
+    options = build.options
+    failed = [a for a in build.artifacts if not a["passed"]]
+    versions = _savedmodel_versions(build) if "savedmodel" in options.formats else None
+    report = {
+        "models": list(build.plan.names),
+        "weights": str(build.weights or "(in memory)"),
+        "config": config.to_dict(),
+        "formats": list(options.formats),
+        "quantize": list(options.quantize),
+        "tile": list(options.tile) if options.tile else None,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "machine_threads": os.cpu_count(),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                     "onnxruntime": onnxruntime.__version__},
+        "verification": build.verification,
+        "reference": build.reference,
+        "artifacts": build.artifacts,
+        "passed": not failed,
+        "failed": [{k: a.get(k) for k in ("model", "format", "variant", "tile", "path", "failure",
+                                           "max_abs_diff", "psnr_drop_db")} for a in failed],
+        "notes": build.notes,
+    }
+    if versions is not None:
+        report["savedmodel_versions"] = versions
+        report["serving"] = {"max_pixels": options.max_pixels, "models": build.serving}
+    return report
+
+
+def _install_verified(report: dict, staging: Path, plan: ExportPlan) -> None:
+    """Writes the report into ``staging`` and swaps it in as ``out``; none of it if every artifact failed."""
+    failed = report["failed"]
+    if failed and len(failed) == len(report["artifacts"]):
+        raise VerificationError(
+            f"every artifact failed verification, nothing was written: {_failure_summary(failed)}", report)
+    for folder in staging.iterdir():  # a format folder emptied by failures
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    write_report(report, staging)
+    install(staging, plan.out, keep_versions=plan.keep_versions)
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A staging folder next to ``out``, deleted on any error; OS/TF errors become one-line ExportErrors."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(out)
-    work = staging / ".work"
     try:
         try:
-            for s, name in zip(scales, names):
-                sub = model_for_scale(model, config, s)
-                reference = KerasRunner(sub)
-                images = images_by_scale[s]
-                ref_rec = verify_runner(reference, reference, images, s, tolerance=None,
-                                        latency_runs=latency_runs, label=f"keras {name}")
-                keras_psnr[name] = ref_rec["psnr_db"]
-                verification = {
-                    "images": ref_rec["verified_on"], "shave": "scale px",
-                    "tolerance": tolerance, "latency_runs": latency_runs,
-                    "latency_input": ref_rec.get("latency_input"),
-                }
-                artifacts.append({"model": name, "scale": s, "format": "keras", "variant": "fp32",
-                                  "path": str(weights or "(in memory)"), "reference": True,
-                                  "size_bytes": int(Path(weights).stat().st_size) if weights else 0,
-                                  **ref_rec})
-                say(f"{name}: keras reference PSNR {ref_rec['psnr_db']:.2f} dB on "
-                    f"{', '.join(ref_rec['verified_on'])}")
-                conv_dir = None
-                if any(f in ("tflite", "onnx", "web") for f, _ in jobs):
-                    conv_dir = export_conversion_savedmodel(inference_model(sub), work / f"{name}_dynamic")
-
-                def record(fmt, quant, path, runner, imgs, extra=None, post=None):
-                    nonlocal step
-                    step += 1
-                    label = f"{fmt} {variant_label(quant)} {path.name if fmt != 'savedmodel' else name}"
-                    tol = tolerance if quant == "none" else None
-                    rec = verify_runner(runner, reference, imgs, s, tolerance=tol,
-                                        latency_runs=latency_runs, label=label)
-                    rec.update({"model": name, "scale": s, "format": fmt, "variant": variant_label(quant),
-                                "path": str(path.relative_to(staging)), "size_bytes": dir_size(path)})
-                    rec.update(extra or {})
-                    drop = rec.get("psnr_drop_db")
-                    if (rec["passed"] and quant != "none" and max_psnr_drop is not None
-                            and drop is not None and drop > max_psnr_drop):
-                        rec["passed"] = False
-                        rec["failure"] = f"PSNR drop {drop:.3f} dB exceeds --max-psnr-drop {max_psnr_drop:g}"
-                    if rec["passed"] and post is not None:
-                        try:
-                            rec.update(post())
-                        except VerificationError as e:
-                            rec["passed"], rec["failure"] = False, str(e)
-                    rec["written"] = bool(rec["passed"])
-                    artifacts.append(rec)
-                    if not rec["passed"]:
-                        _remove(path)
-                        say(f"[{step}/{total}] {label}: FAILED, left out: {rec['failure']}")
-                        return
-                    parity = (f"max|Δ| {rec['max_abs_diff']:.2e}" if quant == "none"
-                              else f"PSNR {rec['psnr_db']:.2f} dB (drop {rec['psnr_drop_db']:+.3f} dB)")
-                    say(f"[{step}/{total}] {label}: {rec['size_bytes'] / 1e6:.2f} MB, {parity}, "
-                        f"{rec.get('latency_ms', float('nan')):.1f} ms ✓")
-
-                for fmt, quant in jobs:
-                    if fmt == "savedmodel":
-                        version = new_version[name]
-                        path = savedmodel.save_serving_model(
-                            sub, s, staging / "savedmodel" / name / str(version), max_pixels=max_pixels)
-                        runner = savedmodel.SavedModelRunner(path)
-                        per_px = activation_bytes_per_pixel(sub)
-                        serving[name] = {
-                            "max_pixels": max_pixels,
-                            "activation_bytes_per_lr_pixel": per_px,
-                            "activation_bytes_at_max_pixels": per_px * max_pixels,
-                        }
-                        if per_px * max_pixels > LARGE_REQUEST_BYTES:
-                            note = (f"savedmodel/{name}: a request of --max-pixels {max_pixels} LR px needs "
-                                    f"~{per_px * max_pixels / 2**30:.1f} GiB of activations "
-                                    f"({per_px} bytes per LR pixel); lower --max-pixels to fit the server")
-                            notes.append(note)
-                            say(note)
-                        record(fmt, quant, path, runner, images,
-                               {"signatures": list(savedmodel.SIGNATURES), "version": version,
-                                **serving[name]},
-                               post=lambda runner=runner: {
-                                   "checks": check_serving_signatures(runner, images[0], max_pixels)})
-                    elif fmt == "tflite":
-                        variants = [(None, conv_dir, calib)]
-                        if tile_hw:
-                            tile_dir = work / f"{name}_tile{tile_hw[0]}x{tile_hw[1]}"
-                            if not tile_dir.exists():
-                                export_conversion_savedmodel(inference_model(sub), tile_dir,
-                                                             (1, tile_hw[0], tile_hw[1], 3))
-                            variants.append((tile_hw, tile_dir, calib_tile))
-                        for t, src, cal in variants:
-                            suffix = f"_tile{t[0]}x{t[1]}" if t else ""
-                            path = staging / "tflite" / f"{name}_{variant_label(quant)}{suffix}.tflite"
-                            tflite.write(tflite.convert(src, quant, cal), path)
-                            runner = tflite.TFLiteRunner(path)
-                            imgs = tile_images(images, t, s) if t else images
-                            record(fmt, quant, path, runner, imgs,
-                                   {"input_dtype": runner.input_dtype.name, "tile": list(t) if t else None,
-                                    "tensor_dtypes": runner.tensor_dtypes()})
-                    elif fmt == "onnx":
-                        source = work / f"{name}_fp32.onnx"  # also the int8 source: kept out of a failure
-                        if not source.exists():
-                            onnx_export.convert(conv_dir, source)
-                        if quant == "none":
-                            path = staging / "onnx" / source.name
-                            path.parent.mkdir(parents=True, exist_ok=True)
-                            shutil.copyfile(source, path)
-                        else:
-                            path = onnx_export.quantize_int8(
-                                source, staging / "onnx" / f"{name}_int8.onnx", calib)
-                        runner = onnx_export.OnnxRunner(path)
-                        record(fmt, quant, path, runner, images, {"opset": onnx_export.OPSET})
-                    elif fmt == "web":  # static page: the fp32 ONNX + ONNX Runtime Web (export/web.py)
-                        source = work / f"{name}_fp32.onnx"
-                        if not source.exists():
-                            onnx_export.convert(conv_dir, source)
-                        path, runner, extra, check = web.export_web(
-                            staging, sub, s, name, source, reference, images, weights=weights, say=say)
-                        record(fmt, quant, path, runner, images, extra, post=check)
-            shutil.rmtree(work, ignore_errors=True)
-            import onnxruntime
-            import tensorflow as tf
-
-            produced = [a for a in artifacts if not a.get("reference")]
-            failed = [a for a in produced if not a["passed"]]
-            versions = {}
-            if "savedmodel" in formats:
-                for n in names:
-                    written = [a["version"] for a in produced
-                               if a["format"] == "savedmodel" and a["model"] == n and a["passed"]]
-                    versions[n] = sorted(set(old_versions[n]) | set(written))
-                    if old_versions[n] and written:
-                        notes.append(
-                            f"savedmodel/{n}: wrote version {written[0]}; kept earlier versions "
-                            f"{', '.join(map(str, old_versions[n]))} (TF Serving serves the latest; "
-                            "its model_version_policy can pin or roll back)")
-            report = {
-                "models": names,
-                "weights": str(weights or "(in memory)"),
-                "config": config.to_dict(),
-                "formats": list(formats),
-                "quantize": list(quants),
-                "tile": list(tile_hw) if tile_hw else None,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
-                "machine_threads": os.cpu_count(),
-                "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
-                             "onnxruntime": onnxruntime.__version__},
-                "verification": verification,
-                "keras_psnr_db": keras_psnr,
-                "artifacts": artifacts,
-                "passed": not failed,
-                "failed": [{k: a.get(k) for k in ("model", "format", "variant", "tile", "path", "failure",
-                                                   "max_abs_diff", "psnr_drop_db")} for a in failed],
-                "notes": notes,
-            }
-            if "savedmodel" in formats:
-                report["savedmodel_versions"] = versions
-                report["serving"] = {"max_pixels": max_pixels, "models": serving}
-            if failed and len(failed) == len(produced):
-                raise VerificationError(
-                    f"every artifact failed verification, nothing was written: {_failure_summary(failed)}")
-            for folder in staging.iterdir():  # a format folder emptied by failures
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
-            write_report(report, staging)
-            install(staging, out, keep_versions=keep_versions)
+            yield staging
         except (ExportError, KeyboardInterrupt):
             raise
         except Exception as e:
@@ -445,11 +539,62 @@ def export_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def export_model(
+    model: keras.Model,
+    config: ModelConfig,
+    out: str | os.PathLike,
+    options: ExportOptions | None = None,
+    *,
+    weights: str | None = None,
+    progress: Progress | None = _stderr,
+    **legacy,
+) -> dict:
+    """Exports ``model`` to ``out`` as ``options`` asks (formats × quantizations), verified; returns the report.
+
+    Layout: ``out/savedmodel/<name>/<version>/`` (TF Serving), ``out/tflite/<name>_<variant>[_tileHxW].tflite``,
+    ``out/onnx/<name>_<variant>.onnx``, ``out/web/``, ``out/report.json``, ``out/report.md``. ``<name>``
+    is e.g. ``edsr_baseline_x2``; an MDSR model gives one artifact per scale unless ``options.scale`` is set.
+
+    ``out`` is replaced as one unit (:func:`~edsr_tf.export.common.install`): a re-export of
+    the same model (same config) drops the previous TFLite/ONNX files and reports, keeps
+    the earlier SavedModel versions and writes the next one (``1/``, ``2/``, ...), and
+    keeps files of the user's. An ``out`` holding another model's export is refused
+    (:class:`ExportUsageError`) unless ``options.overwrite``; then its versions are not kept.
+    The SavedModel signatures refuse inputs past ``options.max_pixels`` LR pixels.
+
+    Every artifact is verified. One that fails (fp32: differs from Keras by more than
+    ``tolerance``; quantized: loses more than ``max_psnr_drop`` dB, if set) is left out,
+    listed in the report (``passed: false`` with the failure), and :class:`VerificationError`
+    (carrying the report) is raised after the others are installed (none installed, and no
+    report written, if none passed). The Keras model's own PSNR/latency is the report's
+    ``reference`` section, not an artifact.
+
+    ``weights``: the file the model came from (reported). ``legacy``: the keywords of the
+    former signature (``formats="savedmodel,tflite"``, ``tile="128,128"``, ...), parsed with
+    :meth:`ExportOptions.parse`, for front ends that do not build :class:`ExportOptions` yet.
+    """
+    say = progress or (lambda _m: None)
+    options = _options(options, legacy)
+    plan = plan_export(model, config, out, options, say)
+    calibration = calibration_data(options, say)
+    with _staging(plan.out) as staging:
+        build = _Build(plan, calibration, staging, weights, say)
+        for scale, name in zip(plan.scales, plan.names):
+            target = build.target(model, config, scale, name)
+            for fmt, quant in options.jobs:
+                for candidate in _BUILDERS[fmt](build, target, quant):
+                    build.record(target, candidate)
+        shutil.rmtree(build.work, ignore_errors=True)
+        report = build_report(build, config)
+        _install_verified(report, staging, plan)
     say("")
     say(table(report))
+    failed = report["failed"]
     if failed:
         raise VerificationError(
-            f"{len(failed)} of {len(produced)} artifacts failed verification and were left out of {out} "
-            f"(see report.md): {_failure_summary(failed)}", report)
-    say(f"\nwrote {out} (report.json, report.md)")
+            f"{len(failed)} of {len(report['artifacts'])} artifacts failed verification and were left out of "
+            f"{plan.out} (see report.md): {_failure_summary(failed)}", report)
+    say(f"\nwrote {plan.out} (report.json, report.md)")
     return report

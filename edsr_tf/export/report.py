@@ -18,12 +18,16 @@ def _fmt(x, spec: str, default: str = "-") -> str:
     return default if x is None else format(x, spec)
 
 
+def _latency(rec: dict, unit: str = "") -> str:
+    shape = rec.get("latency_input")
+    return _fmt(rec.get("latency_ms"), ".1f") + unit + (f" @{shape[2]}x{shape[1]}" if shape else "")
+
+
 def summary_rows(report: dict) -> list[list[str]]:
     """One row per artifact: model, format, variant, size, parity, PSNR, drop, latency, status."""
     rows = []
     for a in report["artifacts"]:
         variant = a["variant"] + (f" tile{a['tile'][0]}x{a['tile'][1]}" if a.get("tile") else "")
-        shape = a.get("latency_input")
         rows.append(
             [
                 a["model"],
@@ -33,7 +37,7 @@ def summary_rows(report: dict) -> list[list[str]]:
                 _fmt(a.get("max_abs_diff"), ".2e"),
                 _fmt(a.get("psnr_db"), ".2f"),
                 _fmt(a.get("psnr_drop_db"), "+.3f"),
-                _fmt(a.get("latency_ms"), ".1f") + (f" @{shape[2]}x{shape[1]}" if shape else ""),
+                _latency(a),
                 "ok" if a.get("passed") else "FAIL",
             ]
         )
@@ -43,13 +47,19 @@ def summary_rows(report: dict) -> list[list[str]]:
 HEADER = ["model", "format", "variant", "size", "max abs diff", "PSNR dB", "drop dB", "latency ms", "check"]
 
 
+def reference_lines(report: dict) -> list[str]:
+    """One line per model: the Keras model's own PSNR and latency, which the artifacts are measured against."""
+    return [f"{m}: PSNR {_fmt(r.get('psnr_db'), '.2f')} dB, latency {_latency(r, ' ms')}"
+            for m, r in (report.get("reference") or {}).items()]
+
+
 def table(report: dict) -> str:
-    """The summary as a plain-text table (console)."""
+    """The summary as a plain-text table (console), then the Keras reference per model."""
     rows = [HEADER] + summary_rows(report)
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(lines + [f"keras reference, {ln}" for ln in reference_lines(report)])
 
 
 def markdown(report: dict) -> str:
@@ -91,12 +101,10 @@ def markdown(report: dict) -> str:
         if versions:
             lines += ["", "SavedModel versions in this folder: "
                       + "; ".join(f"{m}: {', '.join(map(str, v)) or '-'}" for m, v in versions.items())]
-    lines += [
-        "",
-        "Keras PSNR (reference) per model: "
-        + ", ".join(f"{m}: {p:.2f} dB" for m, p in report["keras_psnr_db"].items()),
-        "",
-    ]
+    lines += ["", "## Keras reference", "",
+              "The Keras model in TensorFlow on the same images: what every artifact above is compared "
+              f"with (`{report['weights']}`).", ""]
+    lines += [f"- {ln}" for ln in reference_lines(report)] + [""]
     notes = report.get("notes") or []
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

@@ -26,6 +26,11 @@ each image's W x H from its header *before* decoding it (PNG: the IHDR chunk, JP
 ``tf.io.extract_jpeg_shape``, BMP: the info header), so a few-KB file that declares a
 huge image costs nothing. ``serving_bytes`` takes PNG, JPEG and BMP (GIF and WebP
 are refused: they may hold many frames, all decoded).
+
+Scale: :func:`save_serving_model` exports the network for the ``scale`` it is given (an
+MDSR model's sub-network for that scale; any other model is checked to upscale by it)
+and records it, with ``max_pixels``, in the SavedModel: ``tf.saved_model.load(d).scale[0]``
+and ``.max_pixels[0]`` (int64 variables; :func:`serving_metadata`, ``SavedModelRunner.metadata``).
 """
 
 from __future__ import annotations
@@ -170,11 +175,46 @@ def _endpoints(model: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS):
     }
 
 
+def upscale_factor(model: keras.Model) -> int:
+    """The factor by which a single-output image model upscales (run once on a 4x4 input)."""
+    y = model(np.zeros((1, 4, 4, 3), np.float32), training=False)
+    if isinstance(y, dict):
+        raise ExportError(f"{model.name}: has outputs {sorted(y)}; pick one scale first")
+    h, w = (int(d) for d in y.shape[1:3])
+    if h != w or h % 4:
+        raise ExportError(f"{model.name}: maps a 4x4 input to {h}x{w}, not an integer upscale")
+    return h // 4
+
+
+def serving_network(model: keras.Model, scale: int) -> keras.Model:
+    """The single-scale network ``save_serving_model`` exports for ``scale``.
+
+    A model with one output per scale (MDSR: ``{"x2": ..., "x3": ...}``) gives its sub-network
+    for ``scale``; any other model is returned once it is checked to upscale by ``scale``
+    (:class:`ExportUsageError` otherwise).
+    """
+    from edsr_tf.models.mdsr import mdsr_scale_model
+
+    scale = int(scale)
+    if isinstance(getattr(model, "output", None), dict):
+        try:
+            return mdsr_scale_model(model, scale)
+        except ValueError as e:
+            raise ExportUsageError(f"--scale {scale}: {e}") from None
+    got = upscale_factor(model)
+    if got != scale:
+        raise ExportUsageError(f"--scale {scale}: the model upscales by {got}")
+    return model
+
+
 def save_serving_model(
     model: keras.Model, scale: int, version_dir: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Path:
-    """Saves ``model`` (single scale, float [0,255] in/out) for TF Serving at ``version_dir``.
+    """Saves the ``scale`` network of ``model`` (float [0,255] in/out) for TF Serving at ``version_dir``.
 
+    ``model``: a single-scale model, which must upscale by ``scale``, or an MDSR model, whose
+    ``scale`` sub-network is exported (:func:`serving_network`). ``scale`` and ``max_pixels``
+    are recorded in the SavedModel (:func:`serving_metadata`).
     ``version_dir`` is the numbered folder, e.g. ``.../savedmodel/edsr_baseline_x2/1``.
     ``max_pixels``: the input size limit every signature checks (module docstring).
     Built with ``keras.export.ExportArchive``: it tracks the Keras variables so that
@@ -182,18 +222,32 @@ def save_serving_model(
     plain ``tf.Module`` holding a Keras 3 model loads with ``tf.saved_model.load``
     but fails there with "Could not find variable".
     """
+    import tensorflow as tf
+
     version_dir = Path(version_dir)
     if not version_dir.name.isdigit():
         raise ExportError(f"{version_dir}: TF Serving needs a numeric version folder")
     if int(max_pixels) < 1:
         raise ExportUsageError(f"--max-pixels must be >= 1, got {max_pixels}")
+    net = serving_network(model, scale)
     archive = keras.export.ExportArchive()
-    archive.track(model)
-    for name, (fn, signature) in _endpoints(model, max_pixels).items():
+    archive.track(net)
+    for name, (fn, signature) in _endpoints(net, max_pixels).items():
         archive.add_endpoint(name, fn, input_signature=signature)
+    for name, value in (("scale", int(scale)), ("max_pixels", int(max_pixels))):
+        archive.add_variable_collection(name, [tf.Variable(value, dtype=tf.int64, trainable=False, name=name)])
     version_dir.parent.mkdir(parents=True, exist_ok=True)
     archive.write_out(str(version_dir), verbose=False)
     return version_dir
+
+
+def serving_metadata(loaded) -> dict[str, int | None]:
+    """``{"scale", "max_pixels"}`` recorded in a loaded serving SavedModel (None: not recorded)."""
+    out = {}
+    for name in ("scale", "max_pixels"):
+        values = getattr(loaded, name, None)
+        out[name] = int(values[0].numpy()) if values else None
+    return out
 
 
 class SavedModelRunner:
@@ -212,6 +266,8 @@ class SavedModelRunner:
         missing = [s for s in SIGNATURES if s not in self.loaded.signatures]
         if missing:
             raise ExportError(f"{self.path}: missing signatures {missing}")
+        #: ``{"scale", "max_pixels"}`` recorded at export (:func:`serving_metadata`).
+        self.metadata = serving_metadata(self.loaded)
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """float32 [N,H,W,3] → the unrounded float output (``predict_float``)."""

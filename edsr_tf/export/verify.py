@@ -25,6 +25,7 @@ import numpy as np
 
 from edsr_tf.export.common import (
     FP32_TOLERANCE,
+    MAX_LR_SIDE,
     ExportError,
     ExportUsageError,
     VerificationError,
@@ -32,9 +33,6 @@ from edsr_tf.export.common import (
 )
 from edsr_tf.evaluation import lr_from_hr
 from edsr_tf.metrics import evaluate_pair, quantize
-
-#: Default largest LR side of a verification image (center crop): keeps verification quick.
-MAX_LR_SIDE = 192
 
 
 class Runner(Protocol):
@@ -294,18 +292,30 @@ def check_input_limit(runner, max_pixels: int) -> list[str]:
     return checks
 
 
-def check_serving_signatures(runner, image: VerificationImage, max_pixels: int | None = None) -> list[str]:
+def check_serving_metadata(runner, scale: int, max_pixels: int | None = None) -> list[str]:
+    """Checks the ``scale`` (and ``max_pixels``) recorded in a serving SavedModel."""
+    meta = runner.metadata
+    want = {"scale": int(scale)} | ({"max_pixels": int(max_pixels)} if max_pixels is not None else {})
+    got = {k: meta.get(k) for k in want}
+    if got != want:
+        raise VerificationError(f"SavedModel metadata {got} does not match the export's {want}")
+    return ["metadata: " + ", ".join(f"{k} {v}" for k, v in want.items())]
+
+
+def check_serving_signatures(runner, image: VerificationImage, max_pixels: int | None = None,
+                             scale: int | None = None) -> list[str]:
     """Checks the uint8 and bytes signatures of a serving SavedModel against ``predict_float``.
 
     ``serving_default`` (float in) and ``serving_uint8`` must both equal the rounded
     float output, and ``serving_bytes`` must return a PNG that decodes to it. With
-    ``max_pixels``, inputs past it must be refused (:func:`check_input_limit`).
+    ``max_pixels``, inputs past it must be refused (:func:`check_input_limit`). With
+    ``scale``, the recorded metadata must match (:func:`check_serving_metadata`).
     """
     from PIL import Image
 
+    checks = check_serving_metadata(runner, scale, max_pixels) if scale is not None else []
     x = image.lr[None]
     expected = quantize(runner.run(x.astype(np.float32)))
-    checks = []
     for sig, inp in (("serving_default", x.astype(np.float32)), ("serving_uint8", x)):
         got = runner.run_uint8(inp, sig)
         if got.dtype != np.uint8 or got.shape != expected.shape or not np.array_equal(got, expected):

@@ -1,11 +1,32 @@
-"""EDSR / MDSR model builders, presets and Keras 3 save/load with embedded config."""
+"""EDSR / MDSR model builders, presets and Keras 3 save/load with embedded config.
 
-from edsr_tf.models.config import PRESETS, ModelConfig
-from edsr_tf.models.edsr import edsr
-from edsr_tf.models.factory import build_model, model_for_scale
-from edsr_tf.models.io import load_model, read_config, save_model
-from edsr_tf.models.layers import DIV2K_RGB_MEAN, DepthToSpace, MeanShift, Scale
-from edsr_tf.models.mdsr import mdsr, mdsr_scale_model
+The names below are imported on first use, so ``edsr_tf.models.config`` (presets, scale
+parsing) is usable without importing TensorFlow, e.g. by a command line printing ``--help``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+#: Public name → the submodule that defines it.
+_EXPORTS = {
+    "PRESETS": "config",
+    "ModelConfig": "config",
+    "edsr": "edsr",
+    "mdsr": "mdsr",
+    "mdsr_scale_model": "mdsr",
+    "build_model": "factory",
+    "model_for_scale": "factory",
+    "save_model": "io",
+    "load_model": "io",
+    "read_config": "io",
+    "DIV2K_RGB_MEAN": "layers",
+    "DepthToSpace": "layers",
+    "MeanShift": "layers",
+    "Scale": "layers",
+}
 
 __all__ = [
     "PRESETS",
@@ -24,3 +45,28 @@ __all__ = [
     "Scale",
 ]
 
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``edsr_tf.models.edsr``/``.mdsr`` the builder functions, as an eager import did:
+    loading the submodules of the same names would otherwise bind the modules there."""
+
+    def __setattr__(self, name, value):
+        if name in ("edsr", "mdsr") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

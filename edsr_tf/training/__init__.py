@@ -1,10 +1,30 @@
-"""Training: SRTrainer (Keras custom train_step), step loop with exact resume, CLI app."""
+"""Training: SRTrainer (Keras custom train_step), step loop with exact resume, CLI app.
 
-from edsr_tf.training.app import TrainError, TrainOptions, train
-from edsr_tf.training.loop import CheckpointError, TrainLoop, TrainState
-from edsr_tf.training.schedule import lr_schedule, make_optimizer
-from edsr_tf.training.strategy import STRATEGIES, make_strategy, worker_info
-from edsr_tf.training.trainer import SRTrainer, distribute_batch, l1_loss
+The names below are imported on first use, so the command-line front end
+(``edsr_tf.training.flags``/``.cli``) can print ``--help`` without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+#: Public name → the submodule that defines it.
+_EXPORTS = {
+    "train": "app",
+    "TrainOptions": "app",
+    "TrainError": "app",
+    "SRTrainer": "trainer",
+    "distribute_batch": "trainer",
+    "l1_loss": "trainer",
+    "TrainLoop": "loop",
+    "TrainState": "loop",
+    "CheckpointError": "loop",
+    "lr_schedule": "schedule",
+    "make_optimizer": "schedule",
+    "make_strategy": "strategy",
+    "worker_info": "strategy",
+    "STRATEGIES": "strategy",
+}
 
 __all__ = [
     "train",
@@ -22,3 +42,16 @@ __all__ = [
     "distribute_batch",
     "l1_loss",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

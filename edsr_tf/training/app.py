@@ -566,13 +566,15 @@ def _raise_for_bad_files(error: Exception, source, scales: Sequence[int]) -> Non
 
 
 def main(argv: Sequence[str]) -> None:
-    """absl entry point: one-line errors, exit status 1; Ctrl-C exits 130."""
-    from absl import app
-
+    """absl entry point: one-line ``error: ...`` messages; exit 2 for a bad configuration
+    (:class:`TrainError`, stray arguments), 1 when the training fails, 130 on Ctrl-C."""
+    from edsr_tf.cli_args import EXIT_FAILED, EXIT_USAGE, print_error
     from edsr_tf.training.flags import FLAGS
 
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {list(argv[1:])} (flags start with --)")
+        print_error(f"unexpected arguments {list(argv[1:])} (flags start with --; "
+                    f"see {argv[0]} --helpshort)")
+        sys.exit(EXIT_USAGE)
     from absl import logging as absl_logging
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -581,15 +583,20 @@ def main(argv: Sequence[str]) -> None:
     try:
         train(TrainOptions.from_flags(FLAGS))
     except KeyboardInterrupt:
-        print(f"\ntrain.py: interrupted; continue with the same flags plus --resume "
+        print(f"\ninterrupted; continue with the same flags plus --resume "
               f"(last checkpoint in {Path(FLAGS.out_dir) / 'checkpoints'})", file=sys.stderr)
         sys.exit(130)
     except expected as e:
         if os.environ.get("EDSR_TF_DEBUG"):
             raise
+        from edsr_tf.training.loop import CheckpointError
+
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"train.py: error: {msg}", file=sys.stderr)
-        sys.exit(1)
+        print_error(msg)
+        # A TrainError is a configuration problem (a flag to change), except when it reports
+        # work that failed: no checkpoint restores, an unreadable run_config.json.
+        failed_work = isinstance(e.__context__, (CheckpointError, OSError, json.JSONDecodeError))
+        sys.exit(EXIT_USAGE if isinstance(e, TrainError) and not failed_work else EXIT_FAILED)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

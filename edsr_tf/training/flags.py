@@ -1,4 +1,7 @@
-"""absl flags of ``train.py`` (usable in flagfiles: ``--flagfile=configs/NAME.cfg``)."""
+"""absl flags of ``train.py`` (usable in flagfiles: ``--flagfile=configs/NAME.cfg``).
+
+Defining and parsing them imports no TensorFlow (``--help`` is instant).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,15 @@ import os
 
 from absl import flags
 
-from edsr_tf.models import PRESETS
-from edsr_tf.models.config import EDSR_SCALES, ScaleError, parse_scales
-from edsr_tf.training.strategy import STRATEGIES
+from edsr_tf.models.config import EDSR_SCALES, PRESETS, ScaleError, parse_scales
 
 FLAGS = flags.FLAGS
 
 DATA_SOURCES = ("samples", "div2k", "folder", "tfds")
 MIXED_PRECISION = ("none", "bf16", "fp16")
+#: ``edsr_tf.training.strategy.STRATEGIES``, spelled out here: that module imports TensorFlow
+#: (tests/test_cli_conventions.py checks they agree).
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
 
 def _positive(name: str) -> None:
