@@ -121,6 +121,7 @@ def evaluate(weights: Path | None, scale: int, dataset_dir: Path, *, self_ensemb
 def export_drops(weights: Path, scale: int, dataset_dir: Path, calibration_dir: Path) -> dict:
     """TFLite dynamic/int8 PSNR drop (dB) against the Keras model on whole Set5/Set14 images."""
     from edsr_tf.benchmark_sets import find_datasets
+    from edsr_tf.export.common import ExportOptions
     from edsr_tf.export.pipeline import export
     from edsr_tf.export.calibration import read_rgb
 
@@ -128,9 +129,10 @@ def export_drops(weights: Path, scale: int, dataset_dir: Path, calibration_dir: 
     for bset in find_datasets(dataset_dir, list(SETS), scale):
         hr = [(p.name, read_rgb(p.hr)) for p in bset.pairs]
         with tempfile.TemporaryDirectory() as tmp:
-            report = export(weights, Path(tmp) / "export", formats="tflite", quantize="dynamic,int8",
-                            calibration_dir=calibration_dir, verify_images=hr, verify_max_side=None,
-                            latency_runs=0, progress=None)
+            options = ExportOptions(formats=("tflite",), quantize=("dynamic", "int8"),
+                                    calibration_dir=calibration_dir, verify_images=hr,
+                                    verify_max_side=None, latency_runs=0)
+            report = export(weights, Path(tmp) / "export", options, progress=None)
         for art in report["artifacts"]:
             if art.get("variant") in ("dynamic", "int8"):
                 drops.setdefault(art["variant"], {})[bset.name] = round(float(art["psnr_drop_db"]), 3)

@@ -74,29 +74,19 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _options(options: ExportOptions | None, legacy: dict) -> ExportOptions:
-    """``options``, or ones parsed from the old keyword arguments (``formats="a,b"``, ...)."""
-    if legacy:
-        if options is not None:
-            raise TypeError(f"export_model: pass ExportOptions or keywords, not both ({', '.join(legacy)})")
-        return ExportOptions.parse(**legacy)
-    return ExportOptions() if options is None else options
-
-
 def export(
     weights: str | os.PathLike,
     out: str | os.PathLike,
     options: ExportOptions | None = None,
     *,
     progress: Progress | None = _stderr,
-    **legacy,
 ) -> dict:
     """Loads ``weights`` (a ``.weights.h5``/``.keras`` with embedded config) and exports it.
 
     See :func:`export_model` for ``options``. Raises ``ModelFileError`` for an unreadable
     or mismatched weights file before anything is written.
     """
-    options = _options(options, legacy)
+    options = ExportOptions() if options is None else options
     model, config = load_model(weights)
     return export_model(model, config, out, options, weights=str(weights), progress=progress)
 
@@ -549,7 +539,6 @@ def export_model(
     *,
     weights: str | None = None,
     progress: Progress | None = _stderr,
-    **legacy,
 ) -> dict:
     """Exports ``model`` to ``out`` as ``options`` asks (formats × quantizations), verified; returns the report.
 
@@ -571,12 +560,11 @@ def export_model(
     report written, if none passed). The Keras model's own PSNR/latency is the report's
     ``reference`` section, not an artifact.
 
-    ``weights``: the file the model came from (reported). ``legacy``: the keywords of the
-    former signature (``formats="savedmodel,tflite"``, ``tile="128,128"``, ...), parsed with
-    :meth:`ExportOptions.parse`, for front ends that do not build :class:`ExportOptions` yet.
+    ``weights``: the file the model came from (reported). Front ends turn text
+    (``"savedmodel,tflite"``, ``"128,128"``) into options with :meth:`ExportOptions.parse`.
     """
     say = progress or (lambda _m: None)
-    options = _options(options, legacy)
+    options = ExportOptions() if options is None else options
     plan = plan_export(model, config, out, options, say)
     calibration = calibration_data(options, say)
     with _staging(plan.out) as staging:
