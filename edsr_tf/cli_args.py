@@ -9,6 +9,9 @@
 * Exit codes: 0 success, 1 the work failed, 2 bad arguments (argparse usage errors included).
 * Errors are one line, ``error: <message>``, on stderr (:func:`print_error`; usage errors too,
   through :class:`ArgumentParser`).
+* A front end's ``main`` is :func:`run_command`: it parses, then runs the command's body, which
+  returns its exit code (None: 0) or raises :class:`UsageError` (exit 2) or
+  :class:`CommandFailed` (exit 1) to stop with an error.
 
 Importing this module, building a parser and printing ``--help`` never imports TensorFlow.
 """
@@ -22,7 +25,7 @@ import re
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work failed (a file, an export, a download...)
@@ -31,6 +34,14 @@ EXIT_USAGE = 2  # bad arguments: nothing was done
 
 class UsageError(Exception):
     """A bad argument found after parsing: the front end prints ``error: <message>``, exits 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class CommandFailed(Exception):
+    """The work failed: the front end prints ``error: <message>``, exits 1."""
+
+    exit_code = EXIT_FAILED
 
 
 def print_error(msg: str) -> None:
@@ -169,26 +180,27 @@ def translate_flags(text: str, renames: Mapping[str, str]) -> str:
 # ----------------------------------------------------------------------------- typed values
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
+def _int_at_least(text: str, low: int, expected: str | None = None) -> int:
+    """``text`` as an integer >= ``low``; ``expected``: the accepted forms, as the error for a
+    non-integer names them (default ``an integer >= low``)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(
+            f"expected {expected or f'an integer >= {low}'}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return _int_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _int_at_least(text, 0)
 
 
 def positive_float(text: str) -> float:
@@ -270,15 +282,7 @@ def add_scale_flag(container, *old: str, single: bool = False, legacy_list: bool
 
 def tile_arg(text: str) -> int | str:
     """``--tile`` value: 'auto' or a non-negative integer."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return text if text == "auto" else _int_at_least(text, 0, "'auto' or an integer")
 
 
 def max_pixels_arg(text: str) -> int:
@@ -379,6 +383,23 @@ def add_tiling_flags(parser: argparse.ArgumentParser, *, ensemble_help: str) -> 
     add_flag(parser, "--self_ensemble", "--self-ensemble", action="store_true", help=ensemble_help)
 
 
+SCALE_HELP = "upscaling factor (default: the model's; required for --bicubic and multi-scale MDSR)"
+
+
+def add_sr_flags(parser: argparse.ArgumentParser, *, weights_help: str = WEIGHTS_HELP,
+                 bicubic_help: str, ensemble_help: str) -> None:
+    """What super-resolves and how: ``--weights`` (and ``--list_models``) or ``--bicubic``,
+    ``--scale`` and :func:`add_tiling_flags`.
+
+    Read back with :func:`sr_args_error`, :func:`resolve_weights` and :attr:`CommandLine.tiling`.
+    """
+    parser.add_argument("--weights", help=weights_help)
+    add_list_models(parser)
+    parser.add_argument("--bicubic", action="store_true", help=bicubic_help)
+    add_scale_flag(parser, single=True, help=SCALE_HELP)
+    add_tiling_flags(parser, ensemble_help=ensemble_help)
+
+
 def sr_args_error(args: argparse.Namespace, *, weights_required: bool = True) -> str | None:
     """The first problem with ``--weights/--bicubic/--scale/--self_ensemble``, or None.
 
@@ -450,3 +471,72 @@ def output_path_error(path: Path, flag: str, *, folder: bool) -> str | None:
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"{flag} {path}: cannot create it, {parent} is not writable"
     return None
+
+
+# ----------------------------------------------------------------------------- running a front end
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandLine:
+    """A front end's parsed ``args``, and its messages in the current flag spelling.
+
+    Library messages may still name a flag the old way (``--max-pixels``): :meth:`error` and
+    :meth:`warning` print them with :func:`translate_flags` applied.
+    """
+
+    args: argparse.Namespace
+    renames: Mapping[str, str]
+
+    def error(self, msg: str) -> None:
+        """``error: msg`` on stderr."""
+        print_error(translate_flags(msg, self.renames))
+
+    def warning(self, msg: str) -> None:
+        """``warning: msg`` on stderr."""
+        print(f"warning: {translate_flags(msg, self.renames)}", file=sys.stderr)
+
+    @property
+    def tiling(self) -> TileOptions:
+        """The tiling flags (:func:`add_tiling_flags`) as :class:`TileOptions`."""
+        return TileOptions.from_args(self.args)
+
+    def load_model(self, weights: str, scale: int):
+        """``(model, config)``: ``weights`` built and viewed at ``scale``, to run with the tiling flags.
+
+        Warns when ``--tile`` is smaller than the overlap (slow, not wrong). Raises
+        :class:`UsageError` in flag wording when the model cannot be loaded at ``scale``.
+        """
+        from edsr_tf.inference import small_tile_warning
+        from edsr_tf.models import load_model, model_for_scale
+        from edsr_tf.models.io import ModelFileError
+
+        try:
+            model, config = load_model(weights)
+            model = model_for_scale(model, config, scale)
+        except ModelFileError as e:
+            raise UsageError(str(e)) from None
+        except ValueError as e:
+            raise UsageError(f"--weights {weights}: {e}") from None
+        warning = small_tile_warning(model, scale, self.args.tile, self.args.tile_overlap)
+        if warning:
+            self.warning(warning)
+        return model, config
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                body: Callable[[CommandLine], int | None]) -> int:
+    """A front end's ``main``: parses ``argv`` (usage errors exit 2), runs ``body``, returns the exit code.
+
+    TensorFlow's C++ logs are quieted first (:func:`quiet_tensorflow`). ``body`` returns its
+    exit code, None for 0 (as :func:`sys.exit` takes it). A :class:`UsageError` or
+    :class:`CommandFailed` it raises is printed as ``error: <message>`` and gives its exit
+    code (2 or 1).
+    """
+    quiet_tensorflow()
+    cli = CommandLine(parser.parse_args(argv), flag_renames(parser))
+    try:
+        code = body(cli)
+    except (UsageError, CommandFailed) as e:
+        cli.error(str(e))
+        return e.exit_code
+    return EXIT_OK if code is None else code

@@ -24,19 +24,16 @@ from typing import Any, Sequence
 
 from edsr_tf.cli_args import (
     EXIT_FAILED,
-    EXIT_OK,
     EXIT_USAGE,
     ArgumentParser,
+    CommandLine,
     add_flag,
     add_scale_flag,
-    flag_renames,
     non_negative_int,
     output_path_error,
     positive_float,
     positive_int,
-    print_error,
-    quiet_tensorflow,
-    translate_flags,
+    run_command,
 )
 from edsr_tf.models.config import PRESETS
 
@@ -124,14 +121,11 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 written, 1 conversion failed, 2 bad arguments)."""
-    quiet_tensorflow()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    renames = flag_renames(parser)
+    return run_command(build_parser(), argv, _convert)
 
-    def error(msg: str) -> None:
-        print_error(translate_flags(msg, renames))
 
+def _convert(cli: CommandLine) -> int | None:
+    args = cli.args
     from edsr_tf import torch_import
 
     try:
@@ -143,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is None and not args.torch_checkpoint.is_file():
             problem = f"--torch_checkpoint {args.torch_checkpoint}: no such checkpoint file"
         if problem:
-            error(problem)
+            cli.error(problem)
             return EXIT_USAGE
         scale = args.scale[0] if args.scale is not None and len(args.scale) == 1 else args.scale
         with warnings.catch_warnings(record=True) as caught:
@@ -155,19 +149,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         for w in caught:
             if issubclass(w.category, ConversionWarning):
-                print(f"warning: {translate_flags(str(w.message), renames)}", file=sys.stderr)
+                cli.warning(str(w.message))
         from edsr_tf.models import save_model
 
         out = args.out_file or args.out_dir / torch_import.weights_file_name(config)
         save_model(model, out, config)
     except ConversionError as e:
-        error(error_message(e))
+        cli.error(error_message(e))
         return exit_code(e)
     except (ValueError, OSError) as e:  # ModelFileError (a ValueError) while saving, disk full
-        error(str(e))
+        cli.error(str(e))
         return EXIT_FAILED
     print(f"wrote {out}: {torch_import.describe_config(config)}")
-    return EXIT_OK
 
 
 if __name__ == "__main__":

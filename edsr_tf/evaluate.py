@@ -23,27 +23,19 @@ from typing import Sequence
 
 from edsr_tf.benchmark_sets import DatasetNotFoundError, find_datasets, pair_problems
 from edsr_tf.cli_args import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    WEIGHTS_HELP,
     ArgumentParser,
-    TileOptions,
+    CommandFailed,
+    CommandLine,
     UsageError,
     add_flag,
-    add_list_models,
     add_max_pixels,
-    add_scale_flag,
-    add_tiling_flags,
+    add_sr_flags,
     comma_list,
-    flag_renames,
     non_negative_int,
     output_path_error,
-    print_error,
-    quiet_tensorflow,
     resolve_weights,
+    run_command,
     sr_args_error,
-    translate_flags,
 )
 from edsr_tf.evaluation import (
     EvaluationError,
@@ -68,17 +60,14 @@ def build_parser() -> ArgumentParser:
         epilog="Exit code 0: evaluated; 1: the evaluation failed (a bad image or LR file, each "
                "named on stderr); 2: bad arguments or weights.",
     )
-    p.add_argument("--weights", help=WEIGHTS_HELP)
-    p.add_argument("--bicubic", action="store_true", help="evaluate MATLAB-bicubic upscaling instead of a model")
+    add_sr_flags(p, bicubic_help="evaluate MATLAB-bicubic upscaling instead of a model",
+                 ensemble_help="geometric x8 self-ensemble (EDSR+)")
     add_flag(p, "--dataset_dir", "--dataset-dir", required=True, type=Path, metavar="DIR",
              help="folder holding <Set>/ (or benchmark/<Set>/) and/or DIV2K/")
     add_flag(p, "--eval_sets", "--datasets", type=comma_list, default=comma_list(DEFAULT_DATASETS),
              metavar="SET[,SET...]",
              help=f"comma-separated set names, as train.py's --eval_sets (default {DEFAULT_DATASETS}; "
                   "B100=BSD100; DIV2K)")
-    add_scale_flag(p, single=True, help="upscaling factor (default: the model's; required for "
-                   "--bicubic and multi-scale MDSR)")
-    add_tiling_flags(p, ensemble_help="geometric x8 self-ensemble (EDSR+)")
     p.add_argument("--limit", type=non_negative_int, default=None, metavar="N",
                    help="evaluate only the first N images of each set")
     p.add_argument("--json", type=Path, help="also write the results (per image too) to this JSON file")
@@ -86,20 +75,16 @@ def build_parser() -> ArgumentParser:
              help="also write the SR images to <save_dir>/<set>/")
     add_max_pixels(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_list_models(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the evaluation CLI; returns the exit code (0 ok, 1 evaluation failed, 2 bad arguments)."""
-    quiet_tensorflow()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    renames = flag_renames(parser)
+    return run_command(build_parser(), argv, _evaluate)
 
-    def error(msg: str) -> None:
-        print_error(translate_flags(msg, renames))
 
+def _evaluate(cli: CommandLine) -> None:
+    args = cli.args
     problem = sr_args_error(args)
     # Outputs are checked now, not after the whole evaluation.
     if not problem and args.json is not None:
@@ -109,52 +94,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not problem and not args.eval_sets:
         problem = "--eval_sets is empty"
     if problem:
-        error(problem)
-        return EXIT_USAGE
-    tiling = TileOptions.from_args(args)
+        raise UsageError(problem)
+    tiling = cli.tiling
 
     config = None
     if args.bicubic:
         scale = args.scale
         method = "Bicubic"
     else:
-        try:
-            config, scale = resolve_weights(args.weights, args.scale)
-        except UsageError as e:
-            error(str(e))
-            return EXIT_USAGE
+        config, scale = resolve_weights(args.weights, args.scale)
         method = (config.preset or config.arch) + ("+" if tiling.self_ensemble else "")
     try:
         sets = find_datasets(args.dataset_dir, list(args.eval_sets), scale)
     except DatasetNotFoundError as e:
-        error(str(e))
-        return EXIT_USAGE
+        raise UsageError(str(e)) from None
     problems = [f"{bset.name}: {p}" for bset in sets
                 for p in pair_problems(bset, limit=args.limit, max_pixels=args.max_pixels)]
     if problems:
         for p in problems[:20]:
-            error(p)
+            cli.error(p)
         if len(problems) > 20:
-            error(f"... and {len(problems) - 20} more problems")
-        error("nothing evaluated: fix or remove these files")
-        return EXIT_FAILED
+            cli.error(f"... and {len(problems) - 20} more problems")
+        raise CommandFailed("nothing evaluated: fix or remove these files")
 
     if args.bicubic:
         sr_fn = bicubic_sr(scale)
     else:
-        from edsr_tf.inference import small_tile_warning
-        from edsr_tf.models import load_model, model_for_scale
-        from edsr_tf.models.io import ModelFileError
-
-        try:
-            model, config = load_model(args.weights)
-            model = model_for_scale(model, config, scale)
-        except (ModelFileError, ValueError) as e:
-            error(str(e) if isinstance(e, ModelFileError) else f"--weights {args.weights}: {e}")
-            return EXIT_USAGE
-        warning = small_tile_warning(model, scale, args.tile, tiling.overlap)
-        if warning:
-            print(f"warning: {translate_flags(warning, renames)}", file=sys.stderr)
+        model, config = cli.load_model(args.weights, scale)
         sr_fn = model_sr(model, scale, **tiling.kwargs())
     results = []
     t0 = time.perf_counter()
@@ -169,8 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              limit=args.limit, progress=not args.quiet, on_image=on_image)
             )
         except (EvaluationError, ImageReadError, ValueError, OSError) as e:
-            error(f"{bset.name}: {e}")
-            return EXIT_FAILED
+            raise CommandFailed(f"{bset.name}: {e}") from None
         if results[-1]["generated_lr"]:
             print(f"note: {bset.name}: {results[-1]['generated_lr']} LR images made with imresize "
                   "(no official LR file found)", file=sys.stderr)
@@ -191,10 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             write_json(args.json, doc)
         except OSError as e:
-            error(f"--json {args.json}: cannot write ({e.strerror or e})")
-            return EXIT_FAILED
+            raise CommandFailed(f"--json {args.json}: cannot write ({e.strerror or e})") from None
         print(f"wrote {args.json}", file=sys.stderr)
-    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ largest tile whose estimated activations fit :data:`DEFAULT_TILE_MEMORY`.
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -215,10 +215,23 @@ def upscale_tiles(
 ) -> Iterator[tuple[slice, slice, np.ndarray]]:
     """Yields ``(rows, cols, block)``: float32 HR blocks and where they go in the output.
 
-    The blocks tile the ``[sH, sW]`` output exactly once. Same arguments as
-    :func:`upscale_array`, which assembles them; callers that want another
-    output dtype (the CLI writes uint8/uint16 directly) consume this instead
-    and never hold a full-size float image.
+    The blocks tile the ``[sH, sW]`` output exactly once. :func:`upscale_array`
+    assembles them; callers that want another output dtype (the CLI writes
+    uint8/uint16 directly) consume this instead and never hold a full-size float image.
+
+    Args:
+      model: Keras model mapping float32 ``[N,H,W,3]`` in [0,255] to ``[N,sH,sW,3]``
+        (EDSR, an MDSR scale view, or a whole MDSR: its ``x{scale}`` output is used).
+      scale: the upscaling factor.
+      rgb_float: ``[H, W, 3]`` image in [0, 255] (any numeric dtype).
+      tile: LR core size of a tile; None or 0 = whole image in one pass; "auto" =
+        :func:`auto_tile` (memory-bounded; what the CLIs use).
+      tile_overlap: LR context pixels on each side of a tile; None = the model's
+        :func:`receptive_field_radius` (exact). Smaller is faster, approximate.
+      self_ensemble: average the outputs of the 8 flips/rotations (EDSR+), the transforms of
+        :mod:`edsr_tf.dihedral`, each undone on its output before averaging.
+      batch_size: windows (or ensemble transforms) per model call.
+      progress: called as ``progress(done_tiles, total_tiles)`` after each batch.
     """
     scale = int(scale)
     x = np.asarray(rgb_float)
@@ -283,41 +296,17 @@ def upscale_tiles(
             yield rows, cols, a[oy : oy + ty.core_len * scale, ox : ox + tx.core_len * scale]
 
 
-def upscale_array(
-    model,
-    scale: int,
-    rgb_float: np.ndarray,
-    *,
-    tile: int | str | None = None,
-    tile_overlap: int | None = None,
-    self_ensemble: bool = False,
-    batch_size: int = 1,
-    progress: ProgressFn | None = None,
-) -> np.ndarray:
-    """Super-resolves one RGB image with ``model``.
+def upscale_array(model, scale: int, rgb_float: np.ndarray, **options: Any) -> np.ndarray:
+    """Super-resolves one RGB image with ``model``: the blocks of :func:`upscale_tiles`, assembled.
 
-    Args:
-      model: Keras model mapping float32 ``[N,H,W,3]`` in [0,255] to ``[N,sH,sW,3]``
-        (EDSR, an MDSR scale view, or a whole MDSR: its ``x{scale}`` output is used).
-      scale: the upscaling factor.
-      rgb_float: ``[H, W, 3]`` image in [0, 255] (any numeric dtype).
-      tile: LR core size of a tile; None or 0 = whole image in one pass; "auto" =
-        :func:`auto_tile` (memory-bounded; what the CLIs use).
-      tile_overlap: LR context pixels on each side of a tile; None = the model's
-        :func:`receptive_field_radius` (exact). Smaller is faster, approximate.
-      self_ensemble: average the outputs of the 8 flips/rotations (EDSR+), the transforms of
-        :mod:`edsr_tf.dihedral`, each undone on its output before averaging.
-      batch_size: windows (or ensemble transforms) per model call.
-      progress: called as ``progress(done_tiles, total_tiles)`` after each batch.
+    Takes the arguments of :func:`upscale_tiles` (``tile``, ``tile_overlap``, ``self_ensemble``,
+    ``batch_size``, ``progress``: keywords only).
 
     Returns:
       float32 ``[sH, sW, 3]``, not rounded or clipped.
     """
     h, w = np.shape(rgb_float)[:2]
     out = np.empty((h * int(scale), w * int(scale), 3), np.float32)
-    for rows, cols, block in upscale_tiles(
-        model, scale, rgb_float, tile=tile, tile_overlap=tile_overlap,
-        self_ensemble=self_ensemble, batch_size=batch_size, progress=progress,
-    ):
+    for rows, cols, block in upscale_tiles(model, scale, rgb_float, **options):
         out[rows, cols] = block
     return out

@@ -586,22 +586,16 @@ def convert_checkpoint_file(
     torch_checkpoint: str | Path,
     preset: str,
     scale: int | Sequence[int] | None = None,
-    *,
-    n_resblocks: int | None = None,
-    n_feats: int | None = None,
-    res_scale: float | None = None,
-    ignore_mean_shift: bool = False,
+    **overrides: Any,
 ) -> tuple["keras.Model", "ModelConfig"]:
     """Reads a ``.pt`` checkpoint and converts it (:func:`convert_state_dict`); nothing is written.
 
-    Errors about the checkpoint's content start with its path.
+    ``overrides``: :func:`convert_state_dict`'s keywords (``n_resblocks``, ``n_feats``,
+    ``res_scale``, ``ignore_mean_shift``). Errors about the checkpoint's content start with its path.
     """
     sd = load_torch_state_dict(torch_checkpoint)
     try:
-        return convert_state_dict(
-            sd, preset, scale, n_resblocks=n_resblocks, n_feats=n_feats, res_scale=res_scale,
-            ignore_mean_shift=ignore_mean_shift,
-        )
+        return convert_state_dict(sd, preset, scale, **overrides)
     except ConversionError as e:
         raise e.with_prefix(str(torch_checkpoint)) from None
 
@@ -611,11 +605,7 @@ def convert_checkpoint(
     preset: str,
     out: str | Path,
     scale: int | Sequence[int] | None = None,
-    *,
-    n_resblocks: int | None = None,
-    n_feats: int | None = None,
-    res_scale: float | None = None,
-    ignore_mean_shift: bool = False,
+    **overrides: Any,
 ) -> "ModelConfig":
     """Converts a ``.pt`` checkpoint and writes ``out`` (``.weights.h5``/``.keras``, atomic).
 
@@ -624,9 +614,6 @@ def convert_checkpoint(
     from edsr_tf.models import save_model
 
     out = check_out_file(out)
-    model, config = convert_checkpoint_file(
-        torch_checkpoint, preset, scale, n_resblocks=n_resblocks, n_feats=n_feats,
-        res_scale=res_scale, ignore_mean_shift=ignore_mean_shift,
-    )
+    model, config = convert_checkpoint_file(torch_checkpoint, preset, scale, **overrides)
     save_model(model, out, config)
     return config

@@ -27,23 +27,17 @@ import numpy as np
 from edsr_tf.cli_args import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_USAGE,
     WEIGHTS_HELP,
     ArgumentParser,
-    TileOptions,
+    CommandLine,
     UsageError,
     add_flag,
-    add_list_models,
     add_max_pixels,
-    add_scale_flag,
-    add_tiling_flags,
-    flag_renames,
+    add_sr_flags,
     output_path_error,
-    print_error,
-    quiet_tensorflow,
     resolve_weights,
+    run_command,
     sr_args_error,
-    translate_flags,
 )
 from edsr_tf.images import (
     IMAGE_SUFFIXES,
@@ -249,14 +243,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files (still PNG 8/16-bit, JPEG, BMP, WebP; gray, RGB, RGBA) or folders of "
                         "them (other formats, e.g. GIF/TIFF, are refused; skipped with a notice in a folder)")
-    p.add_argument("--weights", help=WEIGHTS_HELP + "; default: the shipped edsr_baseline model for "
-                   "--scale (default x2)")
-    p.add_argument("--bicubic", action="store_true", help="MATLAB-bicubic upscaling instead of a model")
-    add_scale_flag(p, single=True,
-                   help="upscaling factor (default: the model's; required for --bicubic and multi-scale MDSR)")
+    add_sr_flags(p, weights_help=WEIGHTS_HELP + "; default: the shipped edsr_baseline model for "
+                 "--scale (default x2)", bicubic_help="MATLAB-bicubic upscaling instead of a model",
+                 ensemble_help="average the 8 flips/rotations (EDSR+; 8x slower)")
     add_flag(p, "--out_dir", "--out", type=Path, default=Path("."), metavar="DIR",
              help="output folder (created if needed; default: the current folder)")
-    add_tiling_flags(p, ensemble_help="average the 8 flips/rotations (EDSR+; 8x slower)")
     p.add_argument("--format", choices=("png", "keep"), default="png",
                    help="output format: png (default, lossless) or keep the input's (JPEG at quality 95)")
     p.add_argument("--overwrite", action="store_true",
@@ -264,7 +255,6 @@ def build_parser() -> ArgumentParser:
                         "an input is never overwritten")
     add_max_pixels(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-file lines")
-    add_list_models(p)
     return p
 
 
@@ -306,25 +296,17 @@ def _model_and_scale(args) -> tuple[str | None, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the upscaling CLI; returns 0, 1 (some inputs failed) or 2 (bad arguments/weights)."""
-    quiet_tensorflow()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    renames = flag_renames(parser)
+    return run_command(build_parser(), argv, _upscale)
 
-    def error(msg: str) -> None:
-        print_error(translate_flags(msg, renames))
 
+def _upscale(cli: CommandLine) -> int:
+    args = cli.args
     problem = sr_args_error(args, weights_required=False) or output_path_error(
         args.out_dir, "--out_dir", folder=True)
     if problem:
-        error(problem)
-        return EXIT_USAGE
-    tiling = TileOptions.from_args(args)
-    try:
-        weights, scale = _model_and_scale(args)
-    except UsageError as e:
-        error(str(e))
-        return EXIT_USAGE
+        raise UsageError(problem)
+    tiling = cli.tiling
+    weights, scale = _model_and_scale(args)
 
     skipped: list[Path] = []
     files = collect_inputs(args.inputs, skipped)
@@ -333,26 +315,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = make_plan(files, args.out_dir, scale, bicubic=args.bicubic, keep_format=args.format == "keep",
                      overwrite=args.overwrite, max_pixels=args.max_pixels)
     for msg in plan.errors:
-        error(msg)
+        cli.error(msg)
     for src, dst in plan.existing:
         print(f"note: {src}: {dst} exists, skipped (--overwrite replaces it)", file=sys.stderr)
     failures = len(plan.errors)
 
     model = None
     if plan.jobs and not args.bicubic:
-        from edsr_tf.inference import small_tile_warning
-        from edsr_tf.models import load_model, model_for_scale
-        from edsr_tf.models.io import ModelFileError
-
-        try:
-            model, config = load_model(weights)
-            model = model_for_scale(model, config, scale)
-        except (ModelFileError, ValueError) as e:
-            error(str(e) if isinstance(e, ModelFileError) else f"--weights {weights}: {e}")
-            return EXIT_USAGE
-        warning = small_tile_warning(model, scale, args.tile, tiling.overlap)
-        if warning:
-            print(f"warning: {translate_flags(warning, renames)}", file=sys.stderr)
+        model, _config = cli.load_model(weights, scale)
 
     from tqdm import tqdm
 
@@ -380,17 +350,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         except (ImageReadError, ImageWriteError, OSError) as e:
             failures += 1
-            error(str(e) if str(src) in str(e) else f"{src}: {e}")
+            cli.error(str(e) if str(src) in str(e) else f"{src}: {e}")
         except Exception as e:  # e.g. TF out-of-memory: report the file, go on with the others
             failures += 1
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            error(f"{src}: {type(e).__name__}: {msg}")
+            cli.error(f"{src}: {type(e).__name__}: {msg}")
         finally:
             if tile_bar is not None:
                 tile_bar.close()
     bar.close()
     if failures:
-        error(f"{failures} of {len(files)} input(s) failed")
+        cli.error(f"{failures} of {len(files)} input(s) failed")
     return EXIT_FAILED if failures else EXIT_OK
 
 

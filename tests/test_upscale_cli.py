@@ -103,7 +103,7 @@ def test_mdsr_weights_need_a_scale(tmp_path, weights, rgb, capsys):
     assert read_image(out / "a_x3.png").rgb.shape == (69, 93, 3)
 
 
-@pytest.mark.parametrize("case", ["missing", "not_h5", "no_config", "wrong_scale", "both", "none"])
+@pytest.mark.parametrize("case", ["missing", "not_h5", "no_config", "wrong_scale", "both", "no_shipped_scale"])
 def test_bad_weights_give_one_line(tmp_path, weights, rgb, capsys, case):
     write_image(tmp_path / "a.png", rgb)
     args = [str(tmp_path / "a.png"), "--out_dir", str(tmp_path / "o")]
@@ -122,6 +122,8 @@ def test_bad_weights_give_one_line(tmp_path, weights, rgb, capsys, case):
         args += ["--weights", str(weights["edsr"]), "--scale", "4"]
     elif case == "both":
         args += ["--weights", str(weights["edsr"]), "--bicubic", "--scale", "2"]
+    elif case == "no_shipped_scale":  # no --weights: the shipped model for --scale, and none is shipped for x8
+        args += ["--scale", "8"]
     rc = main(args)
     err = capsys.readouterr().err.strip()
     assert rc == 2

@@ -14,21 +14,18 @@ from pathlib import Path
 from typing import Sequence
 
 from edsr_tf.cli_args import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
     ArgumentParser,
+    CommandFailed,
+    CommandLine,
+    UsageError,
     add_flag,
     add_scale_flag,
     comma_list,
-    flag_renames,
     max_pixels_arg,
     non_negative_int,
     positive_float,
     positive_int,
-    print_error,
-    quiet_tensorflow,
-    translate_flags,
+    run_command,
 )
 from edsr_tf.export.common import (
     DEFAULT_FORMATS,
@@ -182,19 +179,15 @@ def options_from_args(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit status (0 ok, 1 export/verification error, 2 bad arguments)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    renames = flag_renames(parser)
-    quiet_tensorflow()
+    return run_command(build_parser(), argv, _export)
 
-    def error(msg: str) -> None:
-        print_error(translate_flags(msg, renames))
 
+def _export(cli: CommandLine) -> int | None:
+    args = cli.args
     try:
         options = options_from_args(args)
     except ExportUsageError as e:
-        error(str(e))
-        return EXIT_USAGE
+        raise UsageError(str(e)) from None
     from edsr_tf.export.pipeline import export
     from edsr_tf.models.io import ModelFileError
 
@@ -206,16 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
         )
     except ExportUsageError as e:
-        error(str(e))
-        return EXIT_USAGE
+        raise UsageError(str(e)) from None
     except (ExportError, ModelFileError) as e:
-        error(f"export failed: {e}")
-        return EXIT_FAILED
+        raise CommandFailed(f"export failed: {e}") from None
     except OSError as e:  # e.g. --out_dir's parent not writable, disk full outside the export proper
         where = f": {e.filename}" if e.filename else ""
-        error(f"export failed: {e.strerror or e}{where}")
-        return EXIT_FAILED
+        raise CommandFailed(f"export failed: {e.strerror or e}{where}") from None
     except KeyboardInterrupt:
         print("export interrupted; nothing written", file=sys.stderr)
         return 130
-    return EXIT_OK

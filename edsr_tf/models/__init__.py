@@ -6,9 +6,10 @@ parsing) is usable without importing TensorFlow, e.g. by a command line printing
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
+
+from edsr_tf.lazy import lazy_exports
 
 #: Public name → the submodule that defines it.
 _EXPORTS = {
@@ -28,35 +29,7 @@ _EXPORTS = {
     "Scale": "layers",
 }
 
-__all__ = [
-    "PRESETS",
-    "ModelConfig",
-    "edsr",
-    "mdsr",
-    "mdsr_scale_model",
-    "build_model",
-    "model_for_scale",
-    "save_model",
-    "load_model",
-    "read_config",
-    "DIV2K_RGB_MEAN",
-    "DepthToSpace",
-    "MeanShift",
-    "Scale",
-]
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
 
 class _Package(types.ModuleType):

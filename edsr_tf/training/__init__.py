@@ -6,7 +6,7 @@ The names below are imported on first use, so the command-line front end
 
 from __future__ import annotations
 
-import importlib
+from edsr_tf.lazy import lazy_exports
 
 #: Public name → the submodule that defines it.
 _EXPORTS = {
@@ -14,8 +14,6 @@ _EXPORTS = {
     "TrainOptions": "app",
     "TrainError": "app",
     "SRTrainer": "trainer",
-    "distribute_batch": "trainer",
-    "l1_loss": "trainer",
     "TrainLoop": "loop",
     "TrainState": "loop",
     "CheckpointError": "loop",
@@ -24,34 +22,8 @@ _EXPORTS = {
     "make_strategy": "strategy",
     "worker_info": "strategy",
     "STRATEGIES": "strategy",
+    "distribute_batch": "trainer",
+    "l1_loss": "trainer",
 }
 
-__all__ = [
-    "train",
-    "TrainOptions",
-    "TrainError",
-    "SRTrainer",
-    "TrainLoop",
-    "TrainState",
-    "CheckpointError",
-    "lr_schedule",
-    "make_optimizer",
-    "make_strategy",
-    "worker_info",
-    "STRATEGIES",
-    "distribute_batch",
-    "l1_loss",
-]
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -76,36 +76,33 @@ const roundU8 = (v) => (v <= 0 ? 0 : v >= 255 ? 255 : Math.floor(v + 0.5)); // M
  * Returns RGBA (alpha 255) of (h*scale) x (w*scale).
  */
 export function bicubicUpscale(rgba, w, h, scale) {
-  const cy = contributions(h, scale);
-  const cx = contributions(w, scale);
-  const H = h * scale;
-  const W = w * scale;
-  const mid = new Uint8ClampedArray(H * w * 3); // after the vertical pass
-  for (let y = 0; y < H; y++) {
-    for (let x = 0; x < w; x++) {
-      let r = 0, g = 0, b = 0;
-      for (let k = 0; k < cy.taps; k++) {
-        const wt = cy.wts[y * cy.taps + k];
-        if (wt === 0) continue;
-        const p = (cy.idx[y * cy.taps + k] * w + x) * 4;
-        r += wt * rgba[p]; g += wt * rgba[p + 1]; b += wt * rgba[p + 2];
-      }
-      const q = (y * w + x) * 3;
-      mid[q] = roundU8(r); mid[q + 1] = roundU8(g); mid[q + 2] = roundU8(b);
-    }
-  }
-  const out = new Uint8ClampedArray(H * W * 4);
+  const mid = resamplePass(rgba, 4, w, h * scale, w, contributions(h, scale), true); // RGB
+  return resamplePass(mid, 3, w, h * scale, w * scale, contributions(w, scale), false); // RGBA
+}
+
+/**
+ * One pass of a separable resize: the RGB of `src` (`inCh` channels a pixel, rows `w` pixels
+ * wide) resampled along its columns (`vertical`) or rows by the taps of `c`, into an H x W
+ * image rounded to uint8: RGB after a vertical pass, RGBA (alpha 255) after a horizontal one.
+ */
+function resamplePass(src, inCh, w, H, W, c, vertical) {
+  const outCh = vertical ? 3 : 4;
+  const out = new Uint8ClampedArray(H * W * outCh);
   for (let y = 0; y < H; y++) {
     for (let x = 0; x < W; x++) {
+      const t = (vertical ? y : x) * c.taps; // this output pixel's taps
+      const base = vertical ? x : y * w; // source pixel of index 0 along the resampled axis
+      const step = vertical ? w : 1;
       let r = 0, g = 0, b = 0;
-      for (let k = 0; k < cx.taps; k++) {
-        const wt = cx.wts[x * cx.taps + k];
+      for (let k = 0; k < c.taps; k++) {
+        const wt = c.wts[t + k];
         if (wt === 0) continue;
-        const p = (y * w + cx.idx[x * cx.taps + k]) * 3;
-        r += wt * mid[p]; g += wt * mid[p + 1]; b += wt * mid[p + 2];
+        const p = (base + c.idx[t + k] * step) * inCh;
+        r += wt * src[p]; g += wt * src[p + 1]; b += wt * src[p + 2];
       }
-      const q = (y * W + x) * 4;
-      out[q] = roundU8(r); out[q + 1] = roundU8(g); out[q + 2] = roundU8(b); out[q + 3] = 255;
+      const q = (y * W + x) * outCh;
+      out[q] = roundU8(r); out[q + 1] = roundU8(g); out[q + 2] = roundU8(b);
+      if (outCh === 4) out[q + 3] = 255;
     }
   }
   return out;
