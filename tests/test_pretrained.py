@@ -153,3 +153,14 @@ def test_train_init_from_a_shipped_name():
     for name in ("head", "body_0_conv1", "tail"):
         np.testing.assert_array_equal(np.asarray(model.get_layer(name).weights[0]),
                                       np.asarray(src.get_layer(name).weights[0]))
+
+
+def test_markdown_cards_cover_every_shipped_model(capsys):
+    """`python -m edsr_tf.pretrained --markdown` (the README's tables) lists each model's card and curve."""
+    from edsr_tf.pretrained.__main__ import main
+
+    assert main(["--markdown"]) == 0
+    out = capsys.readouterr().out
+    for name in REQUIRED:
+        assert f"`{name}`" in out and f"`{name}`, Set5" in out
+    assert out.count("| Set5 | ×") == len({m.scales for m in SHIPPED if m.preset == "edsr_baseline"})

@@ -57,6 +57,18 @@ def cards(models: Sequence[PretrainedModel]) -> str:
     return "\n".join(rows)
 
 
+def curves(models: Sequence[PretrainedModel]) -> str:
+    """The validation curve of each run (Set5 PSNR against steps and hours), from its card."""
+    lines = []
+    for m in models:
+        for set_name, points in m.card.get("validation_curve", {}).items():
+            text = ", ".join(f"{p['psnr']:.2f} @ {p['step']} ({p['hours']:.2f} h)" for p in points)
+            lines.append(f"- `{m.name}`, {set_name} PSNR dB @ step (hours): {text}")
+        if m.card.get("note"):
+            lines.append(f"- `{m.name}`: {m.card['note']}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edsr_tf.pretrained", description=__doc__.split("\n\n")[0])
     p.add_argument("--markdown", action="store_true", help="the README's results table and model cards")
@@ -72,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not models:
         print("error: no shipped models in this installation", file=sys.stderr)
         return 1
-    print(results_table(models) + "\n\n" + cards(models))
+    print(results_table(models) + "\n\n" + cards(models) + "\n\n" + curves(models))
     return 0
 
 
