@@ -288,7 +288,7 @@ def _model_and_scale(args) -> tuple[str | None, int]:
             raise UsageError(f"--weights not given and {e}; pass --weights W or --bicubic") from None
         weights = shipped.name
         if not args.quiet:
-            print(f"using the shipped model {shipped.summary().strip()} (--weights to choose another)",
+            print(f"using the shipped model {shipped.name} ({shipped.figures()}; --weights to choose another)",
                   file=sys.stderr)
     _config, scale = resolve_weights(weights, args.scale)
     return weights, scale

@@ -164,3 +164,18 @@ def test_markdown_cards_cover_every_shipped_model(capsys):
     for name in REQUIRED:
         assert f"`{name}`" in out and f"`{name}`, Set5" in out
     assert out.count("| Set5 | ×") == len({m.scales for m in SHIPPED if m.preset == "edsr_baseline"})
+
+
+def test_export_by_shipped_name(tmp_path):
+    """`python -m export --weights edsr_baseline_x2` (the default): the shipped file is exported and
+    reported by its path."""
+    from edsr_tf.export.common import ExportOptions
+    from edsr_tf.export.pipeline import export
+
+    image = np.full((24, 24, 3), 128, np.uint8)
+    image[::3] = 40
+    report = export("edsr_baseline_x2", tmp_path / "out",
+                    ExportOptions(formats=("tflite",), verify_images=(("flat", image),), latency_runs=0),
+                    progress=None)
+    assert (tmp_path / "out" / "tflite" / "edsr_baseline_x2_fp32.tflite").is_file()
+    assert str(pretrained.PACKAGE_DIR / "edsr_baseline_x2.weights.h5") in json.dumps(report)

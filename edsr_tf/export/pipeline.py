@@ -81,14 +81,18 @@ def export(
     *,
     progress: Progress | None = _stderr,
 ) -> dict:
-    """Loads ``weights`` (a ``.weights.h5``/``.keras`` with embedded config) and exports it.
+    """Loads ``weights`` (a ``.weights.h5``/``.keras`` with embedded config, or a shipped
+    model's name such as ``"edsr_baseline_x2"``) and exports it.
 
     See :func:`export_model` for ``options``. Raises ``ModelFileError`` for an unreadable
-    or mismatched weights file before anything is written.
+    or mismatched weights file (or a damaged shipped one) before anything is written.
     """
+    from edsr_tf.models.io import resolve_weights
+
     options = ExportOptions() if options is None else options
-    model, config = load_model(weights)
-    return export_model(model, config, out, options, weights=str(weights), progress=progress)
+    path = resolve_weights(weights)  # the shipped file for a name (SHA-256 checked)
+    model, config = load_model(path)
+    return export_model(model, config, out, options, weights=str(path), progress=progress)
 
 
 def _work_error(e: BaseException, out: Path) -> ExportError | None:
