@@ -18,43 +18,49 @@ def _fmt(value, spec: str = ".2f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _psnr_ssim(r: dict | None, psnr: str = "psnr", ssim: str = "ssim") -> str:
+    return "– / –" if r is None else f"{_fmt(r.get(psnr))} / {_fmt(r.get(ssim), '.4f')}"
+
+
 def results_table(models: Sequence[PretrainedModel]) -> str:
-    rows = ["| set | scale | bicubic | shipped model | shipped + self-ensemble | paper EDSR-baseline (DIV2K) |",
-            "|---|---|---|---|---|---|"]
+    """Bicubic | shipped | shipped + self-ensemble | paper, per set and scale (Set5 first)."""
     entries = []
     for m in models:
         results = m.card.get("results", [])
-        plain = {r["set"]: r for r in results if not r.get("self_ensemble")}
         plus = {r["set"]: r for r in results if r.get("self_ensemble")}
-        for name, r in plain.items():
-            entries.append((name, r["scale"], r, plus.get(name)))
-    for name, scale, r, p in sorted(entries, key=lambda e: (e[0] != "Set5", e[0], e[1])):
-        rows.append(
-            f"| {name} | ×{scale} | {_fmt(r.get('bicubic_psnr'))} / {_fmt(r.get('bicubic_ssim'), '.4f')} "
-            f"| **{_fmt(r['psnr'])}** / {_fmt(r['ssim'], '.4f')} "
-            f"| {_fmt(p and p['psnr'])} / {_fmt(p and p['ssim'], '.4f')} "
-            f"| {_fmt(r.get('paper_edsr_baseline_div2k'))} |")
-    return "\n".join(rows)
+        entries += [(r, plus.get(r["set"])) for r in results if not r.get("self_ensemble")]
+    entries.sort(key=lambda e: (e[0]["set"] != "Set5", e[0]["set"], e[0]["scale"]))
+    rows = [[r["set"], f"×{r['scale']}", _psnr_ssim(r, "bicubic_psnr", "bicubic_ssim"),
+             f"**{_fmt(r['psnr'])}** / {_fmt(r['ssim'], '.4f')}", _psnr_ssim(p),
+             _fmt(r.get("paper_edsr_baseline_div2k"))] for r, p in entries]
+    return _markdown(["set", "scale", "bicubic", "shipped model", "shipped + self-ensemble",
+                      "paper EDSR-baseline (DIV2K)"], rows)
+
+
+def _drops(card: dict, variant: str) -> str:
+    d = card.get("tflite_psnr_drop_db", {}).get(variant, {})
+    return f"{_fmt(d.get('Set5'), '.3f')}, {_fmt(d.get('Set14'), '.3f')}"
 
 
 def cards(models: Sequence[PretrainedModel]) -> str:
-    rows = ["| model | trained | steps | schedule | precision | wall time | hardware | stored | TFLite dynamic / int8 drop (Set5, Set14) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    """One row per model: how it was trained, stored, and what its TFLite exports lose."""
+    rows = []
     for m in models:
         c = m.card
-        drops = c.get("tflite_psnr_drop_db", {})
-
-        def pair(variant: str) -> str:
-            d = drops.get(variant, {})
-            return f"{_fmt(d.get('Set5'), '.3f')}, {_fmt(d.get('Set14'), '.3f')}"
-
-        init = f"from {c['init_from']}" if c.get("init_from") else "from scratch"
-        rows.append(
-            f"| `{m.name}` | {init} | {c.get('steps')} | {c.get('schedule')} | {c.get('precision')} "
-            f"| {_fmt(c.get('wall_hours'))} h | {c.get('hardware')} "
-            f"| {c.get('stored_dtype')}, {m.size / 1e6:.1f} MB (Δ {_fmt(c.get('fp16_psnr_change_db'), '.4f')} dB) "
-            f"| {pair('dynamic')} / {pair('int8')} dB |")
-    return "\n".join(rows)
+        rows.append([
+            f"`{m.name}`", f"from {c['init_from']}" if c.get("init_from") else "from scratch",
+            str(c.get("steps")), str(c.get("schedule")), str(c.get("precision")),
+            f"{_fmt(c.get('wall_hours'))} h", str(c.get("hardware")),
+            f"{c.get('stored_dtype')}, {m.size / 1e6:.1f} MB (Δ {_fmt(c.get('fp16_psnr_change_db'), '.4f')} dB)",
+            f"{_drops(c, 'dynamic')} / {_drops(c, 'int8')} dB"])
+    return _markdown(["model", "trained", "steps", "schedule", "precision", "wall time", "hardware",
+                      "stored", "TFLite dynamic / int8 drop (Set5, Set14)"], rows)
 
 
 def curves(models: Sequence[PretrainedModel]) -> str:
