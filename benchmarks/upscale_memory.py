@@ -77,7 +77,7 @@ def main() -> int:
     gc.collect()
     before = peak_rss_mib()
     argv = [str(src), "--weights", str(weights), "--out_dir", str(work / "out"), "--tile", str(args.tile),
-            "--batch", str(args.batch), "--quiet"]
+            "--batch", str(args.batch), "--quiet", "--overwrite"]  # re-timed with --keep, never skipped
     if args.tile_overlap is not None:
         argv += ["--tile_overlap", str(args.tile_overlap)]
     t0 = time.perf_counter()
