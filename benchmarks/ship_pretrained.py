@@ -52,7 +52,6 @@ def cpu_name() -> str:
 def run_history(run_dir: Path) -> dict:
     """Wall time and the validation curve from the run's TensorBoard event files."""
     import tensorflow as tf
-    from tensorboard.backend.event_processing import event_accumulator  # noqa: F401  (tensorboard dep)
 
     times, curve = [], {}
     for event_file in sorted((run_dir / "logs").rglob("events.out.tfevents.*")):

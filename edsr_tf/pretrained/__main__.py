@@ -7,7 +7,6 @@ from ``manifest.json`` (written by ``benchmarks/ship_pretrained.py``, which meas
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Sequence
 
@@ -76,7 +75,9 @@ def curves(models: Sequence[PretrainedModel]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edsr_tf.pretrained", description=__doc__.split("\n\n")[0])
+    from edsr_tf.cli_args import ArgumentParser, print_error
+
+    p = ArgumentParser(prog="python -m edsr_tf.pretrained", description=__doc__.split("\n\n")[0])
     p.add_argument("--markdown", action="store_true", help="the README's results table and model cards")
     args = p.parse_args(argv)
     try:
@@ -85,10 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_models())
             return 0
     except PretrainedError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(str(e))
         return 1
     if not models:
-        print("error: no shipped models in this installation", file=sys.stderr)
+        print_error("no shipped models in this installation")
         return 1
     print(results_table(models) + "\n\n" + cards(models) + "\n\n" + curves(models))
     return 0
