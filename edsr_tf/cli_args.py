@@ -386,18 +386,31 @@ def add_tiling_flags(parser: argparse.ArgumentParser, *, ensemble_help: str) -> 
 SCALE_HELP = "upscaling factor (default: the model's; required for --bicubic and multi-scale MDSR)"
 
 
+def add_precision_flag(parser: argparse.ArgumentParser) -> None:
+    """``--precision fp32|bf16|int8``: how the model computes (:mod:`edsr_tf.inference_precision`)."""
+    from edsr_tf.inference_precision import DEFAULT_PRECISION, PRECISIONS
+
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+        help="model arithmetic: fp32 (default), bf16 (bfloat16 compute; fast on GPUs and CPUs with "
+             "AVX512-BF16/AMX, slow elsewhere) or int8 (full-integer TFLite run with LiteRT: converted "
+             "from the weights once and cached under $EDSR_TF_CACHE or ~/.cache/edsr_tf)")
+
+
 def add_sr_flags(parser: argparse.ArgumentParser, *, weights_help: str = WEIGHTS_HELP,
                  bicubic_help: str, ensemble_help: str) -> None:
     """What super-resolves and how: ``--weights`` (and ``--list_models``) or ``--bicubic``,
-    ``--scale`` and :func:`add_tiling_flags`.
+    ``--scale``, :func:`add_tiling_flags` and :func:`add_precision_flag`.
 
-    Read back with :func:`sr_args_error`, :func:`resolve_weights` and :attr:`CommandLine.tiling`.
+    Read back with :func:`sr_args_error`, :func:`resolve_weights`, :attr:`CommandLine.tiling`
+    and :meth:`CommandLine.load_runner`.
     """
     parser.add_argument("--weights", help=weights_help)
     add_list_models(parser)
     parser.add_argument("--bicubic", action="store_true", help=bicubic_help)
     add_scale_flag(parser, single=True, help=SCALE_HELP)
     add_tiling_flags(parser, ensemble_help=ensemble_help)
+    add_precision_flag(parser)
 
 
 def sr_args_error(args: argparse.Namespace, *, weights_required: bool = True) -> str | None:
@@ -413,6 +426,9 @@ def sr_args_error(args: argparse.Namespace, *, weights_required: bool = True) ->
         return "--bicubic needs --scale"
     if args.bicubic and args.self_ensemble:
         return "--self_ensemble needs a model (--weights), not --bicubic"
+    precision = getattr(args, "precision", "fp32")
+    if args.bicubic and precision != "fp32":
+        return f"--precision {precision} needs a model (--weights), not --bicubic"
     return None
 
 
@@ -521,6 +537,29 @@ class CommandLine:
         if warning:
             self.warning(warning)
         return model, config
+
+    def load_runner(self, weights: str, scale: int):
+        """``(runner, config)``: :meth:`load_model`, then set up for ``--precision``.
+
+        fp32 gives the Keras model; bf16 a bfloat16 rebuild (with a note when this machine
+        computes bfloat16 slowly); int8 a TFLite runner (converted once and cached, with a
+        note when converting). Raises :class:`UsageError` for unloadable weights and
+        :class:`CommandFailed` naming ``--precision`` when that precision cannot be set up
+        (the int8 conversion failed, an unwritable cache).
+        """
+        from edsr_tf.inference_precision import PrecisionError, with_precision
+        from edsr_tf.models.io import ModelFileError
+
+        model, config = self.load_model(weights, scale)
+        precision = getattr(self.args, "precision", "fp32")
+        try:
+            runner = with_precision(model, config, scale, precision, weights=weights,
+                                    say=lambda msg: print_note(f"--precision {precision}: {msg}"))
+        except ModelFileError as e:
+            raise UsageError(str(e)) from None
+        except (PrecisionError, ValueError) as e:
+            raise CommandFailed(f"--precision {precision}: {e}") from None
+        return runner, config
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,

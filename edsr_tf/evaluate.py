@@ -104,6 +104,8 @@ def _evaluate(cli: CommandLine) -> None:
     else:
         config, scale = resolve_weights(args.weights, args.scale)
         method = (config.preset or config.arch) + ("+" if tiling.self_ensemble else "")
+        if args.precision != "fp32":
+            method += f" {args.precision}"
     try:
         sets = find_datasets(args.dataset_dir, list(args.eval_sets), scale)
     except DatasetNotFoundError as e:
@@ -120,7 +122,7 @@ def _evaluate(cli: CommandLine) -> None:
     if args.bicubic:
         sr_fn = bicubic_sr(scale)
     else:
-        model, config = cli.load_model(args.weights, scale)
+        model, config = cli.load_runner(args.weights, scale)  # --precision: Keras, bf16 or TFLite int8
         sr_fn = model_sr(model, scale, **tiling.kwargs())
     results = []
     t0 = time.perf_counter()
@@ -148,6 +150,7 @@ def _evaluate(cli: CommandLine) -> None:
             "config": None if config is None else config.to_dict(),
             "scale": scale,
             "self_ensemble": bool(tiling.self_ensemble),
+            "precision": None if args.bicubic else args.precision,
             "tile": None if args.bicubic else tiling.tile,
             "tile_overlap": tiling.overlap,
             "seconds": round(seconds, 3),

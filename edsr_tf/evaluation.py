@@ -211,7 +211,8 @@ def bicubic_sr(scale: int) -> SRFn:
 
 
 def model_sr(model, scale: int, **upscale_kwargs) -> SRFn:
-    """A model as an :data:`SRFn`: uint8 LR → uint8 SR (gray: the 3 outputs averaged).
+    """A model (Keras, or an :class:`edsr_tf.inference.Runner`) as an :data:`SRFn`: uint8 LR →
+    uint8 SR (gray: the 3 outputs averaged).
 
     Keywords go to :func:`edsr_tf.inference.upscale_array` (``tile``, ``tile_overlap``,
     ``self_ensemble``, ``batch_size``); an MDSR model runs its ``x{scale}`` output.

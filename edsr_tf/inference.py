@@ -16,10 +16,18 @@ Memory is one batch of windows plus the output, whatever the input size:
 array; :func:`upscale_tiles` yields the tiles so a caller (the upscale CLI) can
 quantize them straight into a uint8/uint16 image. ``tile="auto"`` picks the
 largest tile whose estimated activations fit :data:`DEFAULT_TILE_MEMORY`.
+
+A Keras model runs through one compiled ``tf.function`` per (model, scale)
+(:func:`_predict_fn`: input signature ``[None, None, None, 3]`` float32 and
+``reduce_retracing``, so every window shape and batch size reuses one trace),
+never eagerly. Anything else that maps a float32 batch to its upscaled batch
+(a TFLite interpreter, :mod:`edsr_tf.inference_precision`) runs through the same tiling
+as a :class:`Runner`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
@@ -108,7 +116,7 @@ def receptive_field_radius(model) -> int:
     return radius
 
 
-def _single_scale(model, scale: int):
+def single_scale_model(model, scale: int):
     """MDSR's dict-output model → its single-scale view; any other model unchanged."""
     if isinstance(model.output, dict):
         from edsr_tf.models.mdsr import mdsr_scale_model
@@ -145,7 +153,12 @@ def auto_tile(model, overlap: int, memory_bytes: int = DEFAULT_TILE_MEMORY) -> i
     Never below ``2 * overlap`` (and 32): smaller tiles would spend most of the
     time on context, so very wide models (paper EDSR x4) exceed the budget instead.
     """
-    per_px = max(activation_bytes_per_pixel(model), 1)
+    return _auto_tile(activation_bytes_per_pixel(model), overlap, memory_bytes)
+
+
+def _auto_tile(bytes_per_pixel: int, overlap: int, memory_bytes: int = DEFAULT_TILE_MEMORY) -> int:
+    """:func:`auto_tile` from a per-pixel activation estimate (what a :class:`Runner` carries)."""
+    per_px = max(int(bytes_per_pixel), 1)
     window = int((memory_bytes / per_px) ** 0.5)
     floor = max(32, -(-2 * overlap // 8) * 8)
     return max(floor, (window - 2 * overlap) // 8 * 8)
@@ -160,7 +173,7 @@ def small_tile_warning(model, scale: int, tile, tile_overlap: int | None = None)
     """
     if not isinstance(tile, int) or isinstance(tile, bool) or tile <= 0:
         return None
-    overlap = (receptive_field_radius(_single_scale(model, scale)) if tile_overlap is None
+    overlap = (receptive_field_radius(single_scale_model(model, scale)) if tile_overlap is None
                else int(tile_overlap))
     if tile >= overlap:
         return None
@@ -180,7 +193,7 @@ def _predict_fn(model, scale: int):
     per_model = _PREDICT_CACHE.setdefault(model, {})
     fn = per_model.get(scale)
     if fn is None:
-        net = _single_scale(model, scale)
+        net = single_scale_model(model, scale)
         ref = weakref.ref(net)  # no strong cycle from the cache value back to its key
         keep = net  # MDSR views must live as long as the cache entry
 
@@ -195,6 +208,43 @@ def _predict_fn(model, scale: int):
         predict._edsr_tf_net = keep if keep is not model else None
         per_model[scale] = fn = predict
     return fn
+
+
+@dataclasses.dataclass(frozen=True)
+class Runner:
+    """A batch super-resolver and the geometry tiling needs: what :func:`upscale_tiles` runs.
+
+    ``predict``: float32 ``[N, h, w, 3]`` in [0, 255] → float32 ``[N, sh, sw, 3]`` (any
+    ``h``, ``w``, ``N``). ``radius``: receptive-field radius in LR pixels (the default,
+    exact, tile overlap). ``bytes_per_pixel``: activation estimate per LR pixel for
+    ``tile="auto"``. A non-Keras runtime of a Keras network (TFLite) takes both from the
+    network it was converted from (:func:`keras_runner`), so it tiles exactly as Keras does.
+    """
+
+    predict: Callable[[np.ndarray], np.ndarray]
+    radius: int
+    bytes_per_pixel: int
+    label: str = "keras"
+
+
+def keras_runner(model, scale: int) -> Runner:
+    """``model`` at ``scale`` (an MDSR: its ``x{scale}`` output) as a :class:`Runner`.
+
+    Runs the compiled :func:`_predict_fn`, shared by every runner of the same model.
+    """
+    import tensorflow as tf
+
+    net = single_scale_model(model, int(scale))
+    fn = _predict_fn(model, int(scale))
+    return Runner(lambda batch: fn(tf.constant(batch, tf.float32)).numpy(),
+                  receptive_field_radius(net), activation_bytes_per_pixel(net), "keras")
+
+
+def as_runner(model_or_runner, scale: int) -> Runner:
+    """A :class:`Runner` as given; a Keras model through :func:`keras_runner`."""
+    if isinstance(model_or_runner, Runner):
+        return model_or_runner
+    return keras_runner(model_or_runner, scale)
 
 
 def _chunks(seq: Sequence, n: int) -> Iterator[Sequence]:
@@ -221,7 +271,8 @@ def upscale_tiles(
 
     Args:
       model: Keras model mapping float32 ``[N,H,W,3]`` in [0,255] to ``[N,sH,sW,3]``
-        (EDSR, an MDSR scale view, or a whole MDSR: its ``x{scale}`` output is used).
+        (EDSR, an MDSR scale view, or a whole MDSR: its ``x{scale}`` output is used),
+        or a :class:`Runner` (e.g. a TFLite model, :mod:`edsr_tf.inference_precision`).
       scale: the upscaling factor.
       rgb_float: ``[H, W, 3]`` image in [0, 255] (any numeric dtype).
       tile: LR core size of a tile; None or 0 = whole image in one pass; "auto" =
@@ -245,17 +296,15 @@ def upscale_tiles(
         raise ValueError(f"tile must be >= 0 (0 = no tiling), got {tile}")
     x = x.astype(np.float32, copy=False)
     h, w = x.shape[:2]
-    net = _single_scale(model, scale)
-    overlap = receptive_field_radius(net) if tile_overlap is None else int(tile_overlap)
+    runner = as_runner(model, scale)
+    overlap = runner.radius if tile_overlap is None else int(tile_overlap)
     if overlap < 0:
         raise ValueError(f"tile_overlap must be >= 0, got {overlap}")
     if tile == "auto":
-        tile = auto_tile(net, overlap)
-    predict = _predict_fn(model, scale)
+        tile = _auto_tile(runner.bytes_per_pixel, overlap)
+    predict = runner.predict
     grid = tile_grid(h, w, tile or None, overlap)
     transforms = list(range(N_DIHEDRAL)) if self_ensemble else [0]
-
-    import tensorflow as tf
 
     done = 0
     for windows in _chunks(grid, batch_size):
@@ -271,7 +320,7 @@ def upscale_tiles(
                     crops.append(dihedral(win, t))
                 batch = np.stack(crops)
                 del crops
-                y = predict(tf.constant(batch)).numpy()
+                y = np.asarray(predict(batch))
                 if y.shape[1:3] != (batch.shape[1] * scale, batch.shape[2] * scale):
                     raise ValueError(
                         f"model output {tuple(y.shape)} for input {tuple(batch.shape)} is not x{scale}: "

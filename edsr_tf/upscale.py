@@ -5,7 +5,8 @@ Each input (a file, or every image in a folder) is written to
 ``--format keep`` keeps the input's format where it can hold the result).
 Grayscale stays grayscale, 16-bit PNGs stay 16-bit, an alpha channel is
 upscaled with MATLAB bicubic (float, rounded once). Large images are processed in exact tiles, so
-memory stays bounded.
+memory stays bounded. ``--precision bf16|int8`` runs the model in bfloat16 or as a full-integer
+TFLite model (:mod:`edsr_tf.inference_precision`), tiled and self-ensembled the same way.
 
 The whole plan (input → output) is made first, from the file headers and before any
 model work: an output that would be one of the inputs, or that two inputs would both
@@ -90,7 +91,8 @@ def upscale_image(
     batch_size: int = 1,
     progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Upscales a loaded image; ``model=None`` means MATLAB bicubic.
+    """Upscales a loaded image with a Keras model or an :class:`edsr_tf.inference.Runner`
+    (``--precision int8``); ``model=None`` means MATLAB bicubic.
 
     Returns ``(image, alpha)`` in the input's layout and dtype: ``[sH,sW]`` for
     grayscale or ``[sH,sW,3]``, uint8 or uint16; alpha ``[sH,sW]`` or None.
@@ -322,7 +324,7 @@ def _upscale(cli: CommandLine) -> int:
 
     model = None
     if plan.jobs and not args.bicubic:
-        model, _config = cli.load_model(weights, scale)
+        model, _config = cli.load_runner(weights, scale)  # --precision: Keras, bf16 or TFLite int8
 
     from tqdm import tqdm
 

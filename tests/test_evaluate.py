@@ -20,8 +20,8 @@ from edsr_tf.models import ModelConfig, build_model, save_model
 DOCUMENTED_RESULT_KEYS = ("set", "scale", "images", "protocol", "psnr", "ssim", "bicubic_psnr",
                           "bicubic_ssim", "generated_lr", "path", "layout", "per_image")
 DOCUMENTED_IMAGE_KEYS = ("image", "psnr", "ssim", "bicubic_psnr", "bicubic_ssim", "generated_lr")
-CLI_DOC_KEYS = {"method", "weights", "config", "scale", "self_ensemble", "tile", "tile_overlap",
-                "seconds", "results"}
+CLI_DOC_KEYS = {"method", "weights", "config", "scale", "self_ensemble", "precision", "tile",
+                "tile_overlap", "seconds", "results"}
 
 
 def _refuse_constant(name):

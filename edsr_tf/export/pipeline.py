@@ -301,10 +301,11 @@ class _Build:
     """The state of one export while it writes, verifies and records artifacts in ``staging``."""
 
     def __init__(self, plan: ExportPlan, calibration: Calibration, staging: Path,
-                 weights: str | None, say: Progress):
+                 weights: str | None, say: Progress, int8_ranges: dict | None = None):
         self.plan, self.options, self.calibration = plan, plan.options, calibration
         self.staging, self.work = staging, staging / ".work"
         self.weights, self.say = weights, say
+        self.int8_ranges = int8_ranges
         self.step = 0
         self.artifacts: list[dict] = []
         self.notes = plan.initial_notes()
@@ -411,7 +412,8 @@ def _tflite_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Can
     for tl, src, cal in variants:
         suffix = f"_tile{tl[0]}x{tl[1]}" if tl else ""
         path = build.staging / "tflite" / f"{t.name}_{variant_label(quant)}{suffix}.tflite"
-        tflite.write(tflite.convert(src, quant, cal), path)
+        qat = (t.net, build.int8_ranges) if quant == "int8" and build.int8_ranges else None
+        tflite.write(tflite.convert(src, quant, cal, qat=qat), path)
         runner = tflite.TFLiteRunner(path)
         yield Candidate("tflite", quant, path, runner, tile_images(t.images, tl, t.scale) if tl else t.images,
                         {"input_dtype": runner.input_dtype.name, "tile": list(tl) if tl else None,
@@ -542,6 +544,7 @@ def export_model(
     options: ExportOptions | None = None,
     *,
     weights: str | None = None,
+    int8_ranges: dict[str, tuple[float, float]] | None = None,
     progress: Progress | None = _stderr,
 ) -> dict:
     """Exports ``model`` to ``out`` as ``options`` asks (formats × quantizations), verified; returns the report.
@@ -564,15 +567,25 @@ def export_model(
     report written, if none passed). The Keras model's own PSNR/latency is the report's
     ``reference`` section, not an artifact.
 
+    ``int8_ranges``: activation ranges of a quantization-aware trained model
+    (:mod:`edsr_tf.models.qat`), used by the int8 exports instead of a calibration; by
+    default those stored in ``weights``, if any.
+
     ``weights``: the file the model came from (reported). Front ends turn text
     (``"savedmodel,tflite"``, ``"128,128"``) into options with :meth:`ExportOptions.parse`.
     """
     say = progress or (lambda _m: None)
     options = ExportOptions() if options is None else options
+    if int8_ranges is None and weights:
+        from edsr_tf.models import read_int8_ranges
+
+        int8_ranges = read_int8_ranges(weights)
     plan = plan_export(model, config, out, options, say)
     calibration = calibration_data(options, say)
     with _staging(plan.out) as staging:
-        build = _Build(plan, calibration, staging, weights, say)
+        build = _Build(plan, calibration, staging, weights, say, int8_ranges)
+        if int8_ranges and any(q == "int8" for _, q in options.jobs):
+            build.note("int8: activation ranges from quantization-aware training (not calibrated)")
         for scale, name in zip(plan.scales, plan.names):
             target = build.target(model, config, scale, name)
             for fmt, quant in options.jobs:

@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from edsr_tf.export.common import ExportError
+from edsr_tf.quant_ranges import mse_range
 
 #: Activation range policies for full-integer int8 (see the module docstring).
 INT8_RANGES: tuple[str, ...] = ("mse", "minmax")
@@ -43,6 +44,7 @@ def convert(
     representative: Sequence[np.ndarray] | None = None,
     *,
     int8_ranges: str = "mse",
+    qat: tuple | None = None,
 ) -> bytes:
     """Converts a ``model.export`` SavedModel to a TFLite flatbuffer.
 
@@ -50,7 +52,9 @@ def convert(
     (int8 weights, float activations) or "int8" (full integer: int8 weights and
     activations, uint8 input and output, calibrated on ``representative`` patches
     of real images; ``int8_ranges`` "mse" refines the activation ranges, "minmax"
-    keeps the converter's). The SavedModel must end in a clip to [0, 255]
+    keeps the converter's). ``qat``: ``(keras_model, ranges)`` of a quantization-aware
+    trained model (:mod:`edsr_tf.models.qat`): its activation ranges are used as they are
+    (the patches only locate the tensors). The SavedModel must end in a clip to [0, 255]
     (``common.inference_model``) for the int8 output range to be right.
     """
     import tensorflow as tf
@@ -78,6 +82,8 @@ def convert(
         # uint8 in/out: apps feed and receive raw pixels, no float anywhere.
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
+        if qat is not None:
+            return _guarded(lambda: _int8_refined(converter, patches, qat), quantization)
         if int8_ranges == "mse":
             return _guarded(lambda: _int8_refined(converter, patches), quantization)
     elif quantization != "none":
@@ -95,8 +101,9 @@ def _guarded(fn, quantization: str) -> bytes:
         raise ExportError(f"TFLite conversion ({quantization}) failed: {first}") from e
 
 
-def _int8_refined(converter, patches: list[np.ndarray]) -> bytes:
-    """Calibrates, replaces the activation ranges (module docstring), quantizes to int8."""
+def _int8_refined(converter, patches: list[np.ndarray], qat: tuple | None = None) -> bytes:
+    """Calibrates, replaces the activation ranges (module docstring, or the QAT model's),
+    quantizes to int8."""
     import tensorflow as tf
     from tensorflow.lite.python import convert as tfl_convert
     from tensorflow.lite.tools import flatbuffer_utils
@@ -105,7 +112,8 @@ def _int8_refined(converter, patches: list[np.ndarray]) -> bytes:
     calibrated = bytes(converter.convert())
     model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
     graph = model.subgraphs[0]
-    ranges = refined_ranges(calibrated, model, patches)
+    ranges = (qat_ranges(calibrated, model, patches[0], *qat) if qat is not None
+              else refined_ranges(calibrated, model, patches))
     for i, (lo, hi) in ranges.items():
         q = graph.tensors[i].quantization
         q.min, q.max = [float(lo)], [float(hi)]
@@ -118,6 +126,90 @@ def _op_names(model) -> list[str]:
 
     by_code = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     return [by_code.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?") for c in model.operatorCodes]
+
+
+def _output_chain(graph, names: list[str], producer: dict) -> dict[int, tuple[float, float]]:
+    """The output tensor back to the conv that feeds it, through the clip ops: [0, 255] each
+    (empty when the graph does not end that way)."""
+    fixed: dict[int, tuple[float, float]] = {}
+    t = int(graph.outputs[0])
+    while t in producer:
+        fixed[t] = (0.0, 255.0)
+        op = producer[t]
+        name = names[op.opcodeIndex]
+        if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            return fixed
+        if name not in ("MINIMUM", "MAXIMUM", "RELU", "RELU6", "QUANTIZE", "DEQUANTIZE"):
+            return {}  # not the expected clip: leave the output side alone
+        t = int(op.inputs[0])
+    return fixed
+
+
+def _float_activations(calibrated: bytes, patch: np.ndarray, indices) -> dict[int, np.ndarray]:
+    """Runs the float (calibrate-only) model on ``patch``; tensor index → value."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": we need the activations
+        warnings.simplefilter("ignore", UserWarning)
+        interp = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], list(patch.shape), strict=False)
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], np.asarray(patch, np.float32))
+    interp.invoke()
+    return {i: interp.get_tensor(i) for i in indices}
+
+
+def qat_ranges(calibrated: bytes, model, patch: np.ndarray, keras_model,
+               ranges: dict[str, tuple[float, float]]) -> dict[int, tuple[float, float]]:
+    """Tensor index → the QAT model's (min, max) for every activation of a calibrated model.
+
+    Each int8 tensor of the converted graph is located in the Keras model by value (the
+    float TFLite tensor equals a layer output on ``patch``), so the mapping does not rely
+    on the converter's tensor names; ``depth_to_space`` outputs take their input's range
+    (TFLite requires it), the output and its clip get [0, 255]. Raises
+    :class:`ExportError` if a tensor matches no simulated layer: then the QAT simulation
+    does not quantize where TFLite does.
+    """
+    from edsr_tf.models.qat import activation_probe
+
+    graph = model.subgraphs[0]
+    names = _op_names(model)
+    producer = {int(o): op for op in graph.operators for o in op.outputs}
+    activations = [
+        i for i, t in enumerate(graph.tensors)
+        if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1
+    ]
+    out = _output_chain(graph, names, producer)
+    inputs = {int(i) for i in graph.inputs}
+    shuffles = {i for i in activations if i in producer and names[producer[i].opcodeIndex] == "DEPTH_TO_SPACE"}
+    todo = [i for i in activations if i not in out and i not in shuffles]
+    layer_names = list(ranges)
+    keras_out = activation_probe(keras_model, layer_names)(np.asarray(patch, np.float32), training=False)
+    keras_out = [np.asarray(a) for a in (keras_out if isinstance(keras_out, (list, tuple)) else [keras_out])]
+    tfl = _float_activations(calibrated, patch, todo)
+    for i in todo:
+        if i in inputs:
+            out[i] = (0.0, 255.0)
+            continue
+        a = tfl[i]
+        best, err = None, np.inf
+        for name, k in zip(layer_names, keras_out):
+            if k.shape == a.shape:
+                e = float(np.max(np.abs(k - a)))
+                if e < err:
+                    best, err = name, e
+        if best is None or err > 1e-3 * max(1.0, float(np.max(np.abs(a)))):
+            tname = graph.tensors[i].name.decode(errors="replace")
+            raise ExportError(f"QAT ranges: tensor {tname!r} matches no simulated layer "
+                              "(the QAT simulation does not quantize where TFLite does)")
+        out[i] = tuple(float(v) for v in ranges[best])
+    for i in shuffles:  # in graph order: a chain of shuffles inherits through
+        src = int(producer[i].inputs[0])
+        if src not in out:
+            raise ExportError("QAT ranges: depth_to_space input has no range")
+        out[i] = out[src]
+    return out
 
 
 def refined_ranges(calibrated: bytes, model, patches: Sequence[np.ndarray]) -> dict[int, tuple[float, float]]:
@@ -134,18 +226,7 @@ def refined_ranges(calibrated: bytes, model, patches: Sequence[np.ndarray]) -> d
     }
     inputs = {int(i) for i in graph.inputs}
     # Output side: the clip ops back to the conv that feeds them get exactly [0, 255].
-    fixed: dict[int, tuple[float, float]] = {}
-    t = int(graph.outputs[0])
-    while t in producer:
-        fixed[t] = (0.0, 255.0)
-        op = producer[t]
-        name = names[op.opcodeIndex]
-        if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            break
-        if name not in ("MINIMUM", "MAXIMUM", "RELU", "RELU6", "QUANTIZE", "DEQUANTIZE"):
-            fixed = {}  # not the expected clip: leave the output side alone
-            break
-        t = int(op.inputs[0])
+    fixed = _output_chain(graph, names, producer)
     # Input side: the graph input and weight-free ops on it keep their calibrated range.
     keep = set(inputs)
     for op in graph.operators:
@@ -177,34 +258,6 @@ def refined_ranges(calibrated: bytes, model, patches: Sequence[np.ndarray]) -> d
         lo, hi = calibrated_range[i]
         out[i] = mse_range(values, min(lo, float(values.min())), max(hi, float(values.max())))
     return out
-
-
-def mse_range(values: np.ndarray, lo: float, hi: float, levels: int = 256, steps: int = 40) -> tuple[float, float]:
-    """The [a·lo, b·hi] (a, b in (0, 1]) with least expected int8 error on ``values``.
-
-    Error model: uniform rounding noise step²/12 inside the range, squared distance
-    to the nearest end outside it; evaluated exactly on the sorted values with cumulative
-    sums, so a fine grid over both ends costs little. An end only moves towards 0
-    (a ReLU output keeps its 0), and a range only shrinks.
-    """
-    x = np.sort(np.asarray(values, dtype=np.float64).ravel())
-    n = x.size
-    if n == 0 or hi <= lo:
-        return lo, hi
-    c1 = np.concatenate([[0.0], np.cumsum(x)])
-    c2 = np.concatenate([[0.0], np.cumsum(x * x)])
-    f = np.linspace(1.0 / steps, 1.0, steps)
-    los = lo * f if lo < 0 else np.array([lo])
-    his = hi * f if hi > 0 else np.array([hi])
-    L, H = np.meshgrid(los, his, indexing="ij")
-    ia = np.searchsorted(x, L, side="left")  # x[:ia] < L
-    ib = np.searchsorted(x, H, side="right")  # x[ib:] > H
-    below = c2[ia] - 2 * L * c1[ia] + L * L * ia
-    above = (c2[n] - c2[ib]) - 2 * H * (c1[n] - c1[ib]) + H * H * (n - ib)
-    step = (H - L) / (levels - 1)
-    err = below + above + (ib - ia) * step * step / 12.0
-    j, k = np.unravel_index(int(np.argmin(err)), err.shape)
-    return float(L[j, k]), float(H[j, k])
 
 
 def write(flatbuffer: bytes, path: str | os.PathLike) -> Path:

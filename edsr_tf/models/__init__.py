@@ -23,6 +23,7 @@ _EXPORTS = {
     "save_model": "io",
     "load_model": "io",
     "read_config": "io",
+    "read_int8_ranges": "io",
     "DIV2K_RGB_MEAN": "layers",
     "DepthToSpace": "layers",
     "MeanShift": "layers",

@@ -1,7 +1,8 @@
 """Save/load models in Keras 3 formats with their :class:`ModelConfig` embedded.
 
 ``.weights.h5``: Keras' weights file plus a root HDF5 attribute ``edsr_tf_config``
-(JSON). ``.keras``: Keras' archive plus a member ``edsr_tf_config.json``. Either
+(JSON) and, for a quantization-aware trained model, ``edsr_tf_int8_ranges`` (JSON: layer
+name → [min, max] of its int8 activation, see :mod:`edsr_tf.models.qat`). ``.keras``: Keras' archive plus a member ``edsr_tf_config.json``. Either
 file alone is enough to rebuild the model. Writes go to a temporary file in the
 destination folder and are renamed into place, so a crash never leaves a
 half-written file.
@@ -9,11 +10,13 @@ half-written file.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import h5py
 import keras
@@ -25,6 +28,7 @@ from edsr_tf.models.factory import build_model
 
 CONFIG_ATTR = "edsr_tf_config"
 CONFIG_MEMBER = "edsr_tf_config.json"
+INT8_RANGES_ATTR = "edsr_tf_int8_ranges"
 
 
 class ModelFileError(ValueError):
@@ -42,15 +46,22 @@ def _suffix(path: Path) -> str:
     )
 
 
-def save_model(model: keras.Model, path: str | os.PathLike, config: ModelConfig) -> Path:
-    """Writes ``model`` (with ``config``) to ``path`` atomically; returns the path."""
+def save_model(model: keras.Model, path: str | os.PathLike, config: ModelConfig,
+               int8_ranges: Mapping[str, Sequence[float]] | None = None) -> Path:
+    """Writes ``model`` (with ``config``, and the QAT ``int8_ranges`` if given) to ``path``
+    atomically; returns the path. ``int8_ranges`` need a ``.weights.h5`` file."""
     path = Path(path)
     suffix = _suffix(path)
+    if int8_ranges is not None and suffix != ".weights.h5":
+        raise ModelFileError(f"{path}: int8 ranges (QAT) are stored in .weights.h5 files only")
     with atomic_path(path, suffix=f".tmp{suffix}") as tmp:
         if suffix == ".weights.h5":
             model.save_weights(tmp)
             with h5py.File(tmp, "a") as f:
                 f.attrs[CONFIG_ATTR] = config.to_json()
+                if int8_ranges is not None:
+                    f.attrs[INT8_RANGES_ATTR] = json.dumps(
+                        {k: [float(v[0]), float(v[1])] for k, v in int8_ranges.items()})
         else:
             model.save(tmp)
             with zipfile.ZipFile(tmp, "a") as zf:
@@ -93,6 +104,25 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
         return ModelConfig.from_json(text)
     except (ValueError, TypeError, KeyError) as e:
         raise ModelFileError(f"{path}: invalid embedded model config ({e})") from None
+
+
+def read_int8_ranges(path: str | os.PathLike) -> dict[str, tuple[float, float]] | None:
+    """The QAT activation ranges stored in a ``.weights.h5`` file (or shipped model), else None."""
+    path = resolve_weights(path)
+    if _suffix(path) != ".weights.h5":
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            text = f.attrs.get(INT8_RANGES_ATTR)
+    except OSError as e:
+        raise ModelFileError(f"{path}: not a readable .weights.h5 file ({e})") from None
+    if text is None:
+        return None
+    try:
+        data = json.loads(text.decode() if isinstance(text, bytes) else text)
+        return {str(k): (float(v[0]), float(v[1])) for k, v in data.items()}
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise ModelFileError(f"{path}: invalid stored int8 ranges ({e})") from None
 
 
 def _weights_in_file(path: Path) -> tuple[int, int]:

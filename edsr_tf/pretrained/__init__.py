@@ -149,6 +149,25 @@ def default_model(scale: int, directory: str | os.PathLike | None = None) -> Pre
     raise PretrainedError(f"no shipped model for x{scale} (shipped scales: {have or 'none'})")
 
 
+#: File name of a shipped model's full-integer TFLite conversion, beside its weights.
+INT8_TFLITE = "{name}.int8.tflite"
+
+
+def shipped_tflite(name: str, directory: str | os.PathLike | None = None) -> Path | None:
+    """The ``<name>.int8.tflite`` shipped beside the shipped model ``name``, or None.
+
+    None when ``name`` is not a shipped model or no such file is shipped (none is yet):
+    ``--precision int8`` then converts the weights once and caches the result
+    (:mod:`edsr_tf.inference_precision`). Not in the manifest, so not SHA-256 checked;
+    LiteRT refuses a damaged flatbuffer when it loads it.
+    """
+    models = load_manifest(directory)
+    if name not in models:
+        return None
+    path = models[name].directory / INT8_TFLITE.format(name=name)
+    return path if path.is_file() else None
+
+
 def format_models(directory: str | os.PathLike | None = None) -> str:
     """The shipped models, one line each (for ``--list-models``)."""
     models = list_models(directory)
@@ -168,5 +187,6 @@ __all__ = [
     "load_manifest",
     "resolve",
     "sha256_of",
+    "shipped_tflite",
     "verified_path",
 ]

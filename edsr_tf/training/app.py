@@ -73,6 +73,8 @@ class TrainOptions:
     strategy: str = "auto"
     mixed_precision: str = "none"
     jit_compile: bool = False
+    qat: bool = False
+    qat_calibration_batches: int = 16
     progress: bool = True
 
     @classmethod
@@ -255,7 +257,16 @@ def benchmark_sets(opts: TrainOptions, scales: Sequence[int]) -> list:
 def _setup_precision(mode: str):
     import keras
 
-    policy = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[mode]
+    from edsr_tf.precision import KERAS_POLICIES, explain_mixed_precision
+
+    try:
+        resolved, why = explain_mixed_precision(mode)
+    except ValueError as e:
+        raise TrainError(f"--mixed_precision: {e}") from None
+    if why:
+        # auto → fp16 is loss-scaled too: compile() wraps the optimizer under mixed_float16.
+        log(f"--mixed_precision={mode} → {resolved} ({why})")
+    policy = KERAS_POLICIES[resolved]
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     return previous
@@ -390,7 +401,13 @@ def _seed_and_precision(opts: TrainOptions):
     keras.utils.set_random_seed(opts.seed)
     if opts.deterministic:
         tf.config.experimental.enable_op_determinism()
-    return _setup_precision(opts.mixed_precision)
+    mode = opts.mixed_precision
+    if opts.qat and mode != "none":
+        if mode != "auto":
+            raise TrainError(f"--qat simulates int8 in float32: drop --mixed_precision={mode}")
+        log("--qat: float32 (the int8 simulation), --mixed_precision=auto not applied")
+        mode = "none"
+    return _setup_precision(mode)
 
 
 def _build_data(opts: TrainOptions, job: _Job) -> _Data:
@@ -424,9 +441,11 @@ def _learning_rate(opts: TrainOptions):
     return lr_schedule(opts.lr, opts.lr_decay_steps, opts.lr_decay_factor)
 
 
-def _build_trainer(opts: TrainOptions, job: _Job):
-    """The model (optionally initialised from ``--init_from``) in a compiled :class:`SRTrainer`."""
-    from edsr_tf.models import build_model
+def _build_trainer(opts: TrainOptions, job: _Job, data: _Data):
+    """The model (optionally initialised from ``--init_from``, optionally wrapped for
+    quantization-aware training) in a compiled :class:`SRTrainer`, and the function that
+    saves it (the float weights, plus the int8 ranges under ``--qat``)."""
+    from edsr_tf.models import build_model, save_model
     from edsr_tf.training.schedule import make_optimizer
     from edsr_tf.training.trainer import SRTrainer
 
@@ -436,10 +455,38 @@ def _build_trainer(opts: TrainOptions, job: _Job):
             skipped = init_from_weights(model, job.config, opts.init_from)
             log(f"initialised from {opts.init_from}" +
                 (f" (skipped {', '.join(skipped)})" if skipped else ""))
-        trainer = SRTrainer(model, job.config)
+        net, ranges_of = model, None
+        if opts.qat:
+            net, ranges_of = _qat_model(opts, job, model, data)
+        trainer = SRTrainer(net, job.config)
         optimizer = make_optimizer(_learning_rate(opts), loss_scale=opts.mixed_precision == "fp16")
         trainer.compile(optimizer=optimizer, jit_compile=opts.jit_compile)
-    return trainer
+
+    def save(path):
+        return save_model(model, path, job.config, int8_ranges=ranges_of() if ranges_of else None)
+
+    return trainer, save
+
+
+def _qat_model(opts: TrainOptions, job: _Job, model, data: _Data):
+    """``--qat``: the int8-simulating model around ``model``; its ranges come from the
+    ``--init_from`` file when it holds some (a QAT model), else from calibration on the
+    first training batches. A resumed run restores them from the checkpoint."""
+    from edsr_tf.models import read_int8_ranges
+    from edsr_tf.models.qat import QATError, calibrate, int8_ranges, quantize_model
+
+    try:
+        stored = read_int8_ranges(opts.init_from) if opts.init_from else None
+        qat = quantize_model(model, stored)
+        if stored:
+            log(f"--qat: int8 ranges from {opts.init_from}")
+        else:
+            batches = [lr.numpy() for lr, _ in data.dataset.take(opts.qat_calibration_batches)]
+            calibrate(model, qat, batches, seed=opts.seed)
+            log(f"--qat: int8 ranges calibrated on {len(batches)} training batches")
+    except QATError as e:
+        raise TrainError(f"--qat: {e}") from None
+    return qat, lambda: int8_ranges(qat)
 
 
 def _start_loop(opts: TrainOptions, job: _Job, trainer, dataset):
@@ -464,18 +511,17 @@ def _start_loop(opts: TrainOptions, job: _Job, trainer, dataset):
     return loop
 
 
-def _run_loop(opts: TrainOptions, job: _Job, loop, data: _Data):
+def _run_loop(opts: TrainOptions, job: _Job, loop, data: _Data, save):
     """Trains to ``opts.steps`` with progress/TensorBoard and validation callbacks.
 
     Returns (seconds trained, the :class:`Validation` callback or None).
     """
     import tensorflow as tf
 
-    from edsr_tf.models import save_model
     from edsr_tf.training.callbacks import ProgressLogger, Validation
 
     chief = job.worker.is_chief
-    model, config = loop.trainer.sr_model, job.config
+    config = job.config
     writer = tf.summary.create_file_writer(str(job.out / "logs" / "train")) if chief else None
     callbacks = [ProgressLogger(opts.steps, opts.batch_size, log_every=opts.log_every,
                                 writer=writer, enabled=opts.progress and chief)]
@@ -483,7 +529,7 @@ def _run_loop(opts: TrainOptions, job: _Job, loop, data: _Data):
     if data.val_sets and opts.eval_every > 0:
         validation = Validation(data.val_sets, opts.eval_every, best_path=job.out / "best.weights.h5",
                                 best_psnr=loop.state.best_psnr,
-                                save_fn=lambda path: save_model(model, path, config), writer=writer,
+                                save_fn=save, writer=writer,
                                 tile=opts.eval_tile or None, is_chief=chief)
         callbacks.append(validation)
     t0 = time.perf_counter()
@@ -497,18 +543,17 @@ def _run_loop(opts: TrainOptions, job: _Job, loop, data: _Data):
     return train_time, validation
 
 
-def _finish(opts: TrainOptions, job: _Job, loop, data: _Data, validation) -> tuple[list[dict], str]:
+def _finish(opts: TrainOptions, job: _Job, loop, data: _Data, validation, save) -> tuple[list[dict], str]:
     """Chief only: best/final weights, then the final table against bicubic (eval.md/.json).
 
     Returns (the table's rows, the markdown table); ``([], "")`` without evaluation sets.
     """
-    from edsr_tf.models import save_model
     from edsr_tf.evaluation import evaluate_set, markdown_table, write_results
 
     model, config, out = loop.trainer.sr_model, job.config, job.out
     if validation is not None and not (out / "best.weights.h5").exists():
         validation.run(loop.step)  # no validation ran yet: make best.weights.h5 exist
-    final = save_model(model, out / "final.weights.h5", config)
+    final = save(out / "final.weights.h5")
     log(f"wrote {final}")
     rows = [evaluate_set(model, es, bicubic=True, tile=opts.eval_tile or None)
             for es in data.val_sets + data.bench_sets]
@@ -536,12 +581,12 @@ def train(opts: TrainOptions) -> dict:
     try:
         previous_policy = _seed_and_precision(opts)
         data = _build_data(opts, job)
-        trainer = _build_trainer(opts, job)
+        trainer, save = _build_trainer(opts, job, data)
         loop = _start_loop(opts, job, trainer, data.dataset)
-        train_time, validation = _run_loop(opts, job, loop, data)
+        train_time, validation = _run_loop(opts, job, loop, data, save)
         result = {"step": loop.step, "train_seconds": train_time, "results": [], "table": ""}
         if job.worker.is_chief:
-            rows, table = _finish(opts, job, loop, data, validation)
+            rows, table = _finish(opts, job, loop, data, validation, save)
             result.update(results=rows, table=table)
         return result
     finally:

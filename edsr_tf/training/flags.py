@@ -14,7 +14,8 @@ from edsr_tf.models.config import EDSR_SCALES, PRESETS, ScaleError, parse_scales
 FLAGS = flags.FLAGS
 
 DATA_SOURCES = ("samples", "div2k", "folder", "tfds")
-MIXED_PRECISION = ("none", "bf16", "fp16")
+#: ``edsr_tf.precision.MODES`` (tests/test_precision_auto.py checks they agree).
+MIXED_PRECISION = ("none", "bf16", "fp16", "auto")
 #: ``edsr_tf.training.strategy.STRATEGIES``, spelled out here: that module imports TensorFlow
 #: (tests/test_cli_conventions.py checks they agree).
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
@@ -103,13 +104,20 @@ def define_flags() -> None:
                       "auto: MirroredStrategy when >1 GPU; mirrored: all local devices; multiworker: "
                       "MultiWorkerMirroredStrategy from TF_CONFIG.")
     flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION),
-                      "bf16 or fp16 (with dynamic loss scaling); the last layers and the loss stay float32.")
+                      "bf16 or fp16 (with dynamic loss scaling); the last layers and the loss stay float32. "
+                      "auto: bf16 on a CPU with native bfloat16 or GPUs of compute capability 8.0+, "
+                      "fp16 on older GPUs, else none (the log says which and why).")
     flags.DEFINE_boolean("jit_compile", False, "XLA-compile the training step.")
+    flags.DEFINE_boolean("qat", False, "Quantization-aware training: simulate TFLite int8 (float32; "
+                         "start from a trained model with --init_from). The saved weights carry the "
+                         "int8 ranges that int8 exports then use.")
+    flags.DEFINE_integer("qat_calibration_batches", 16,
+                         "--qat: training batches that set the initial int8 ranges.")
     flags.DEFINE_boolean("progress", True, "Print the progress bar.")
 
     flags.mark_flag_as_required("out_dir")
     for name in ("patch_size", "batch_size", "steps", "ckpt_every", "keep_checkpoints",
-                 "log_every", "lr", "n_resblocks", "n_feats"):
+                 "log_every", "lr", "n_resblocks", "n_feats", "qat_calibration_batches"):
         _positive(name)
     for name in ("eval_every", "val_limit", "eval_tile", "lr_decay_steps", "seed", "res_scale",
                  "warmup_steps", "lr_final_ratio"):
