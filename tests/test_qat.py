@@ -150,9 +150,10 @@ def test_train_qat_saves_ranges_that_the_int8_export_uses(tmp_path):
     assert ranges["head"][0] < 0 < ranges["head"][1]
 
     report = export(tmp_path / "qat" / "final.weights.h5", tmp_path / "exp",
-                    ExportOptions(formats=("tflite",), quantize=("int8",), latency_runs=0,
+                    ExportOptions(formats=("tflite", "onnx"), quantize=("int8",), latency_runs=0,
                                   verify_max_side=48), progress=None)
     assert any("quantization-aware" in n for n in report["notes"])
+    assert {a["format"] for a in report["artifacts"] if a["passed"]} == {"tflite", "onnx"}
 
 
 def test_qat_refuses_explicit_mixed_precision(tmp_path):

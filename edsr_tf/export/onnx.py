@@ -115,6 +115,7 @@ def quantize_int8(
     calibration: Sequence[np.ndarray],
     *,
     calibrate_method: str = "Percentile",
+    qat: tuple | None = None,
 ) -> Path:
     """Static int8 QDQ quantization with onnxruntime (per-channel weights, uint8 activations).
 
@@ -124,7 +125,14 @@ def quantize_int8(
     residual activations finer: on a briefly trained EDSR-baseline x2 it cut the Set5 PSNR
     drop by 0.01-0.04 dB against MinMax (benchmarks/inference_latency.py
     --onnx-calibration compares them).
+
+    ``qat``: ``(keras_model, ranges)`` of a quantization-aware trained model
+    (:mod:`edsr_tf.models.qat`): every activation the Keras model simulates gets its range
+    (located by value, as for TFLite), the others (the input, ``DepthToSpace``, the output
+    clip) the ranges TFLite gives them; the patches then only locate the tensors.
     """
+    if qat is not None:
+        return _quantize_int8_qat(fp32_path, path, calibration, *qat)
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -173,6 +181,117 @@ def quantize_int8(
     finally:
         pre.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
+    return path
+
+
+def _node_values(model_path: Path, patch: np.ndarray) -> dict[str, np.ndarray]:
+    """Every node output of an ONNX model on ``patch`` (name → value)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(model_path))
+    known = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for o in node.output:
+            if o and o not in known:
+                model.graph.output.append(onnx.ValueInfoProto(name=o))
+                known.add(o)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    values = sess.run(names, {sess.get_inputs()[0].name: np.asarray(patch, np.float32)})
+    return dict(zip(names, values))
+
+
+def qat_tensor_ranges(model_path: Path, patch: np.ndarray, keras_model,
+                      ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """ONNX tensor name → (min, max) from the QAT ``ranges``, located by value on ``patch``."""
+    import onnx
+
+    from edsr_tf.models.qat import activation_probe
+
+    names = list(ranges)
+    ref = activation_probe(keras_model, names)(np.asarray(patch, np.float32), training=False)
+    ref = [np.asarray(a) for a in (ref if isinstance(ref, (list, tuple)) else [ref])]
+    values = _node_values(model_path, patch)
+    graph = onnx.load(str(model_path)).graph
+    out: dict[str, tuple[float, float]] = {graph.input[0].name: (0.0, 255.0)}
+    for name, a in values.items():
+        if a.ndim != 4:
+            continue
+        best, err = None, np.inf
+        for layer, k in zip(names, ref):
+            for view in (k, k.transpose(0, 3, 1, 2)):  # tf2onnx keeps convs in NCHW
+                if view.shape == a.shape:
+                    e = float(np.max(np.abs(view - a)))
+                    if e < err:
+                        best, err = layer, e
+        if best is not None and err <= 1e-3 * max(1.0, float(np.max(np.abs(a)))):
+            out[name] = tuple(float(v) for v in ranges[best])
+    for node in graph.node:  # in graph order: shuffles keep their input's range, the clip [0, 255]
+        if node.op_type == "DepthToSpace" and node.input[0] in out:
+            out.setdefault(node.output[0], out[node.input[0]])
+        elif node.op_type in ("Clip", "Min", "Max", "Relu") and node.input[0] in out and \
+                out[node.input[0]] == (0.0, 255.0):
+            out.setdefault(node.output[0], (0.0, 255.0))
+        elif node.op_type == "Relu" and node.output[0] in out:
+            # the conv before a ReLU gets the ReLU's range: clipping at 0 is the ReLU, as TFLite fuses it
+            out.setdefault(node.input[0], out[node.output[0]])
+    for o in graph.output:
+        out.setdefault(o.name, (0.0, 255.0))
+    return out
+
+
+def _quantize_int8_qat(fp32_path, path, calibration: Sequence[np.ndarray], keras_model,
+                       ranges: dict[str, tuple[float, float]]) -> Path:
+    """QDQ int8 with the QAT activation ranges (see :func:`quantize_int8`)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType
+    from onnxruntime.quantization.calibrate import TensorData, create_calibrator
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self, patches):
+            self._it = iter([{INPUT_NAME: np.asarray(p, np.float32)} for p in patches])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pre = path.with_name(f".{path.name}.pre.onnx")
+    aug = path.with_name(f".{path.name}.aug.onnx")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+        # A min/max pass names every tensor onnxruntime will quantize; the QAT ranges replace them.
+        calibrator = create_calibrator(pre, op_types, augmented_model_path=str(aug),
+                                       calibrate_method=CalibrationMethod.MinMax)
+        calibrator.collect_data(_Reader(calibration[:1]))
+        tensors = calibrator.compute_data()
+        del calibrator
+        qat = qat_tensor_ranges(pre, calibration[0], keras_model, ranges)
+        missing = [n for n in tensors.data if n not in qat]
+        if missing:
+            raise ExportError(f"ONNX int8 (QAT ranges): tensor {missing[0]!r} matches no simulated layer "
+                              f"({len(missing)} unmatched)")
+        for name in tensors.data:
+            lo, hi = qat[name]
+            tensors.data[name] = TensorData(lowest=np.float32(lo), highest=np.float32(hi))
+        quantizer = QDQQuantizer(onnx.load(str(pre)), True, False, QuantType.QInt8, QuantType.QUInt8,
+                                 tensors, [], [], op_types, {})
+        quantizer.quantize_model()
+        quantizer.model.save_model_to_file(str(tmp), False)
+        os.replace(tmp, path)
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"ONNX int8 quantization (QAT ranges) failed: {e}") from e
+    finally:
+        for f in (pre, aug, tmp):
+            f.unlink(missing_ok=True)
     return path
 
 

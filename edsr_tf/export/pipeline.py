@@ -427,8 +427,9 @@ def _onnx_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Candi
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, path)
     else:
+        qat = (t.net, build.int8_ranges) if build.int8_ranges else None
         path = onnx_export.quantize_int8(source, build.staging / "onnx" / f"{t.name}_int8.onnx",
-                                         build.calibration.full)
+                                         build.calibration.full, qat=qat)
     yield Candidate("onnx", quant, path, onnx_export.OnnxRunner(path), t.images, {"opset": onnx_export.OPSET})
 
 
