@@ -139,8 +139,10 @@ def convert_int8(weights: str | os.PathLike, scale: int, dest: str | os.PathLike
     from edsr_tf.export.common import ExportError, ExportOptions
     from edsr_tf.export.pipeline import export_model
     from edsr_tf.models import load_model
+    from edsr_tf.models.io import resolve_weights
 
     dest = Path(dest)
+    weights = resolve_weights(weights)  # a shipped model's name → its file (reported by the export)
     model, config = load_model(weights)
     options = ExportOptions(formats=("tflite",), quantize=("int8",), scale=int(scale), latency_runs=0,
                             verify_max_side=INT8_VERIFY_SIDE)
