@@ -2,7 +2,11 @@
 
     python benchmarks/qat_int8.py [--scales 2,3,4] [--sets Set5,Set14]
         [--qat_weights runs/qat_edsr_baseline_x{scale}/final.weights.h5]
-        [--dataset_dir ../shared/data/edsr_benchmark] [--json out.json]
+        [--dataset_dir ../shared/data/edsr_benchmark] [--json out.json] [--ship]
+
+``--ship`` copies each scale's QAT int8 TFLite model to ``edsr_tf/pretrained/<name>.int8.tflite``
+(what ``upscale --precision int8`` runs for the shipped model) and records its SHA-256, size,
+the QAT run and these figures in the manifest entry ``int8_tflite``.
 
 For each scale, with the papers' protocol (:func:`edsr_tf.evaluation.evaluate_set`: official
 LR, uint8 output, Y of BT.601, ``scale`` px shaved):
@@ -126,6 +130,40 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ship(result: dict) -> None:
+    """Copies the scale's QAT int8 model into the package and records it in the manifest."""
+    import shutil
+
+    from edsr_tf.pretrained import PACKAGE_DIR, sha256_of
+
+    name = f"edsr_baseline_x{result['scale']}"
+    dest = PACKAGE_DIR / f"{name}.int8.tflite"
+    src = Path(result["qat_tflite"])
+    if src.resolve() != dest.resolve():
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    run_cfg = Path(result["qat_weights"]).parent / "run_config.json"
+    options = json.loads(run_cfg.read_text())["options"] if run_cfg.is_file() else {}
+    manifest_path = PACKAGE_DIR / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["models"][name]["int8_tflite"] = {
+        "file": dest.name, "sha256": sha256_of(dest), "size": dest.stat().st_size,
+        "quantization": "full integer (uint8 in/out, int8 activations, per-channel int8 weights), "
+                        "activation ranges from quantization-aware training",
+        "qat": {"init_from": options.get("init_from"), "steps": options.get("steps"), "lr": options.get("lr"),
+                "command": f"python train.py --flagfile=configs/qat_{name}.cfg"},
+        "psnr_drop_db": {set_name: {"ptq_int8": round(res["ptq int8"]["drop"], 3),
+                                    "qat_int8": round(res["qat int8"]["drop"], 3)}
+                         for set_name, res in result["sets"].items()},
+        "measured_by": "python benchmarks/qat_int8.py --ship",
+    }
+    tmp = manifest_path.with_name(".manifest.json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, manifest_path)
+    print(f"shipped {dest} ({dest.stat().st_size:,} bytes)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scales", default="2,3,4")
@@ -133,6 +171,7 @@ def main(argv=None) -> int:
     p.add_argument("--qat_weights", default="runs/qat_edsr_baseline_x{scale}/final.weights.h5")
     p.add_argument("--dataset_dir", type=Path, default=REPO.parent / "shared" / "data" / "edsr_benchmark")
     p.add_argument("--json", type=Path)
+    p.add_argument("--ship", action="store_true", help="ship the QAT int8 TFLite models (see above)")
     a = p.parse_args(argv)
     from edsr_tf.precision import cpu_model_name
 
@@ -141,6 +180,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for s in (int(x) for x in a.scales.split(",")):
             results.append(run_scale(s, sets, a.dataset_dir, Path(a.qat_weights.format(scale=s)), Path(tmp)))
+            if a.ship:
+                ship(results[-1])
     print(f"CPU: {cpu_model_name()} ({platform.machine()})\n")
     print(markdown(results))
     if a.json:

@@ -40,6 +40,8 @@ class PretrainedModel:
     scales: tuple[int, ...]
     card: dict[str, Any]
     directory: Path = PACKAGE_DIR
+    #: The shipped full-integer TFLite model (quantization-aware trained): file, sha256, size, figures.
+    int8_tflite: dict[str, Any] | None = None
 
     @property
     def path(self) -> Path:
@@ -78,7 +80,7 @@ def load_manifest(directory: str | os.PathLike | None = None) -> dict[str, Pretr
                 name=name, file=entry["file"], sha256=entry["sha256"], size=int(entry["size"]),
                 arch=entry["arch"], preset=entry["preset"],
                 scales=tuple(int(s) for s in entry["scales"]), card=dict(entry.get("card", {})),
-                directory=base,
+                directory=base, int8_tflite=entry.get("int8_tflite"),
             )
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PretrainedError(f"{path}: unreadable manifest of shipped models ({e})") from None
@@ -156,16 +158,22 @@ INT8_TFLITE = "{name}.int8.tflite"
 def shipped_tflite(name: str, directory: str | os.PathLike | None = None) -> Path | None:
     """The ``<name>.int8.tflite`` shipped beside the shipped model ``name``, or None.
 
-    None when ``name`` is not a shipped model or no such file is shipped (none is yet):
-    ``--precision int8`` then converts the weights once and caches the result
-    (:mod:`edsr_tf.inference_precision`). Not in the manifest, so not SHA-256 checked;
-    LiteRT refuses a damaged flatbuffer when it loads it.
+    None when ``name`` is not a shipped model or no such file is shipped: ``--precision
+    int8`` then converts the weights once and caches the result
+    (:mod:`edsr_tf.inference_precision`). A file the manifest records (``int8_tflite``) is
+    checked against its size and SHA-256.
     """
     models = load_manifest(directory)
     if name not in models:
         return None
     path = models[name].directory / INT8_TFLITE.format(name=name)
-    return path if path.is_file() else None
+    if not path.is_file():
+        return None
+    recorded = models[name].int8_tflite
+    if recorded and (path.stat().st_size != recorded.get("size") or sha256_of(path) != recorded.get("sha256")):
+        raise PretrainedError(f"shipped model {name!r}: {path} does not match the SHA-256/size the manifest "
+                              "records; the file is damaged or was replaced")
+    return path
 
 
 def format_models(directory: str | os.PathLike | None = None) -> str:
