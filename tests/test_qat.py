@@ -104,6 +104,9 @@ def test_int8_tflite_matches_the_qat_model(tmp_path, photo, scale, res_scale):
         assert any(abs(s - gs) <= 1e-6 * gs and z == gz for gs, gz in grids), t["name"]
         checked += 1
     assert checked >= len(ranges) - 1  # every simulated tensor (the uint8 input aside) is there
+    interp.allocate_tensors()
+    ops = [o["op_name"] for o in interp._get_ops_details()]
+    assert "MINIMUM" not in ops and "RELU" not in ops  # the output clip is int8 saturation: dropped
 
     lr = photo[None, 40:104, 60:124].astype(np.float32)
     sim = np.asarray(qat(lr))
@@ -116,6 +119,39 @@ def test_int8_tflite_matches_the_qat_model(tmp_path, photo, scale, res_scale):
     assert (diff <= 1).mean() >= 0.98 and (diff <= 2).mean() >= 0.995, np.bincount(diff.astype(int).ravel())
     # And the simulation is not trivially the float model: int8 moves it.
     assert np.abs(np.clip(np.round(np.asarray(model(lr))), 0, 255) - out).max() >= 1
+
+
+def test_dropping_the_noop_output_clip_keeps_the_output_bit_identical(tmp_path, photo, monkeypatch):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edsr_tf.export import tflite
+    from edsr_tf.export.calibration import calibration_patches
+    from edsr_tf.export.common import export_conversion_savedmodel, inference_model
+
+    model = _model(2)
+    patches = calibration_patches(num_patches=4, patch_size=32)
+    sm = export_conversion_savedmodel(inference_model(model), tmp_path / "sm")
+    drop = tflite.drop_noop_clip
+    monkeypatch.setattr(tflite, "drop_noop_clip", lambda fb: fb)
+    with_clip = tflite.convert(sm, "int8", patches)
+    without = drop(with_clip)
+
+    def ops(fb):
+        interp = Interpreter(model_content=fb)
+        interp.allocate_tensors()
+        return [o["op_name"] for o in interp._get_ops_details()]
+
+    assert {"MINIMUM", "RELU"} <= set(ops(with_clip))
+    assert not {"MINIMUM", "RELU"} & set(ops(without))
+    lr = photo[None, :40, :40].astype(np.float32)
+    a = tflite.TFLiteRunner(tflite.write(with_clip, tmp_path / "a.tflite")).run(lr)
+    b = tflite.TFLiteRunner(tflite.write(without, tmp_path / "b.tflite")).run(lr)
+    np.testing.assert_array_equal(a, b)
+    # Other output ranges (the converter's min/max): whatever is dropped changes nothing either.
+    minmax = tflite.convert(sm, "int8", patches, int8_ranges="minmax")
+    c = tflite.TFLiteRunner(tflite.write(minmax, tmp_path / "c.tflite")).run(lr)
+    d = tflite.TFLiteRunner(tflite.write(drop(minmax), tmp_path / "d.tflite")).run(lr)
+    np.testing.assert_array_equal(c, d)
 
 
 def test_int8_ranges_round_trip_through_weights_files(tmp_path):
