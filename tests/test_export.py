@@ -260,10 +260,10 @@ def test_onnx_dynamic_axes_depth_to_space_and_int8(exported, photo):
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param for d in dims[:3]] == ["batch", "height", "width"] and dims[3].dim_value == 3
-    d2s = [n for n in proto.graph.node if n.op_type == "DepthToSpace"]
-    assert d2s and all(
-        onnx.helper.get_attribute_value(a) in (b"DCR", "DCR") for n in d2s for a in n.attribute if a.name == "mode"
-    )
+    # The sub-pixel shuffle is an NHWC reshape/transpose (onnx.nhwc_depth_to_space), not an NCHW DepthToSpace.
+    assert not [n for n in proto.graph.node if n.op_type == "DepthToSpace"]
+    six_d = [n for n in proto.graph.node if n.op_type == "Transpose" and list(n.attribute[0].ints) == [0, 1, 3, 2, 4, 5]]
+    assert len(six_d) == 1  # x2: one shuffle stage
     assert all(len(n.input) <= 3 for n in proto.graph.node if n.op_type == "Conv")
     runner = onnx_export.OnnxRunner(out / "onnx" / f"{name}_fp32.onnx")
     rng = np.random.default_rng(6)
