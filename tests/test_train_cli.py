@@ -254,6 +254,11 @@ def test_shipped_configs_parse_and_follow_the_paper_schedule(cfg, tmp_path):
         assert opts.lr_schedule == "cosine" and config.preset == "edsr_baseline"
         assert config.scales == (int(cfg[-5]),)
         return
+    if cfg.startswith("qat_"):
+        # Quantization-aware fine-tuning of a shipped model (float32, small lr).
+        assert opts.qat and opts.init_from and config.preset == "edsr_baseline"
+        assert config.scales == (int(cfg[-5]),)
+        return
     assert (opts.lr, opts.lr_decay_steps, opts.lr_decay_factor) == (1e-4, 200_000, 0.5)
     assert (opts.batch_size, opts.patch_size, opts.steps) == (16, 48, 300_000)
     assert config.preset == cfg.rsplit("_x", 1)[0].removesuffix(".cfg")
