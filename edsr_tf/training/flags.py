@@ -103,10 +103,10 @@ def define_flags() -> None:
     flags.DEFINE_enum("strategy", "auto", list(STRATEGIES),
                       "auto: MirroredStrategy when >1 GPU; mirrored: all local devices; multiworker: "
                       "MultiWorkerMirroredStrategy from TF_CONFIG.")
-    flags.DEFINE_enum("mixed_precision", "auto", list(MIXED_PRECISION),
+    flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION),
                       "bf16 or fp16 (with dynamic loss scaling); the last layers and the loss stay float32. "
-                      "auto (default): bf16 on a CPU with native bfloat16 or GPUs of compute capability "
-                      "8.0+, fp16 on older GPUs, else none (the log says which and why); none: float32.")
+                      "auto: bf16 on a CPU with native bfloat16 or GPUs of compute capability 8.0+, "
+                      "fp16 on older GPUs, else none (the log says which and why); none: float32.")
     flags.DEFINE_boolean("jit_compile", False, "XLA-compile the training step.")
     flags.DEFINE_boolean("qat", False, "Quantization-aware training: simulate TFLite int8 (float32; "
                          "start from a trained model with --init_from). The saved weights carry the "
