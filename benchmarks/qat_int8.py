@@ -16,7 +16,10 @@ LR, uint8 output, Y of BT.601, ``scale`` px shaved):
   (calibrated, MSE-refined ranges: ``python -m export --quantize int8``);
 * ``qat sim``: the QAT weights run through the Keras int8 simulation (:mod:`edsr_tf.models.qat`);
 * ``qat int8``: the full-integer TFLite model of the QAT weights (their ranges, no calibration);
-  the shipped ``edsr_tf/pretrained/edsr_baseline_x{scale}.int8.tflite`` when there is one.
+  the shipped ``edsr_tf/pretrained/edsr_baseline_x{scale}.int8.tflite`` when there is one;
+* the control: ``qat float``, the QAT run's weights in float (QAT also trains the float weights
+  further), and ``ptq int8 of qat float``, post-training int8 of those weights: QAT helps by
+  adapting to int8 only as far as ``qat int8`` beats that.
 
 Drops are against ``fp32``. On the first set it also reports how closely the simulation
 and LiteRT agree pixel by pixel (mean |difference| of the uint8 outputs, share within
@@ -68,6 +71,7 @@ def run_scale(scale: int, sets: list[str], dataset_dir: Path, qat_weights: Path,
     name = f"edsr_baseline_x{scale}"
     fp_model, _ = load_model(name)
     ptq_path = convert_int8(name, scale, work / f"{name}_ptq.tflite")
+    control_path = _ptq_ignoring_ranges(qat_weights, scale, work / f"{name}_qatfloat_ptq")
     qat_float, _ = load_model(qat_weights)
     ranges = read_int8_ranges(qat_weights)
     if not ranges:
@@ -85,6 +89,8 @@ def run_scale(scale: int, sets: list[str], dataset_dir: Path, qat_weights: Path,
         "ptq int8": model_sr(tflite_runner(ptq_path, fp_model, scale), scale),
         "qat sim": model_sr(sim, scale),
         "qat int8": model_sr(tflite_runner(qat_path, qat_float, scale), scale),
+        "qat float": model_sr(qat_float, scale),
+        "ptq int8 of qat float": model_sr(tflite_runner(control_path, qat_float, scale), scale),
     }
     out: dict = {"scale": scale, "qat_weights": str(qat_weights), "qat_tflite": str(qat_path), "sets": {}}
     for i, set_name in enumerate(sets):
@@ -102,6 +108,19 @@ def run_scale(scale: int, sets: list[str], dataset_dir: Path, qat_weights: Path,
     return out
 
 
+def _ptq_ignoring_ranges(weights: Path, scale: int, out: Path) -> Path:
+    """Post-training int8 (the export's calibration) of a QAT weights file, its ranges unused."""
+    from edsr_tf.export.common import ExportOptions
+    from edsr_tf.export.pipeline import export_model
+    from edsr_tf.models import load_model
+
+    model, config = load_model(weights)
+    report = export_model(model, config, out, ExportOptions(formats=("tflite",), quantize=("int8",), scale=scale,
+                                                            latency_runs=0, verify_max_side=96),
+                          int8_ranges={}, progress=None)
+    return out / next(a["path"] for a in report["artifacts"] if a["variant"] == "int8")
+
+
 def _sr_xla(fn, lr: np.ndarray, scale: int) -> np.ndarray:
     from edsr_tf.images import quantize_to
 
@@ -113,13 +132,15 @@ def _sr_xla(fn, lr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| scale | set | fp32 PSNR | ptq int8 (drop) | qat sim (drop) | qat int8 (drop) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| scale | set | fp32 PSNR | ptq int8 (drop) | qat sim (drop) | qat int8 (drop) | qat float | "
+             "ptq int8 of qat float |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         for set_name, res in r["sets"].items():
             cell = lambda k: f"{res[k]['psnr']:.3f} ({res[k]['drop']:+.3f})"  # noqa: E731
             lines.append(f"| x{r['scale']} | {set_name} | {res['fp32']['psnr']:.3f} | {cell('ptq int8')} | "
-                         f"{cell('qat sim')} | {cell('qat int8')} |")
+                         f"{cell('qat sim')} | {cell('qat int8')} | {res['qat float']['psnr']:.3f} | "
+                         f"{cell('ptq int8 of qat float')} |")
     lines += ["", "| scale | comparison (first set, uint8 outputs) | mean abs | within 1 | within 2 | max |",
               "|---|---|---|---|---|---|"]
     for r in results:
@@ -154,7 +175,8 @@ def ship(result: dict) -> None:
         "qat": {"init_from": options.get("init_from"), "steps": options.get("steps"), "lr": options.get("lr"),
                 "command": f"python train.py --flagfile=configs/qat_{name}.cfg"},
         "psnr_drop_db": {set_name: {"ptq_int8": round(res["ptq int8"]["drop"], 3),
-                                    "qat_int8": round(res["qat int8"]["drop"], 3)}
+                                    "qat_int8": round(res["qat int8"]["drop"], 3),
+                                    "qat_int8_vs_qat_float": round(res["qat float"]["psnr"] - res["qat int8"]["psnr"], 3)}
                          for set_name, res in result["sets"].items()},
         "measured_by": "python benchmarks/qat_int8.py --ship",
     }

@@ -179,3 +179,22 @@ def test_export_by_shipped_name(tmp_path):
                     progress=None)
     assert (tmp_path / "out" / "tflite" / "edsr_baseline_x2_fp32.tflite").is_file()
     assert str(pretrained.PACKAGE_DIR / "edsr_baseline_x2.weights.h5") in json.dumps(report)
+
+
+def test_shipped_int8_tflite_is_checked_against_the_manifest(tmp_path):
+    import shutil
+
+    from edsr_tf.pretrained import PACKAGE_DIR, PretrainedError, load_manifest, shipped_tflite
+
+    recorded = {n: m for n, m in load_manifest().items() if m.int8_tflite}
+    assert recorded, "no shipped int8 TFLite model"
+    name, model = sorted(recorded.items())[0]
+    path = shipped_tflite(name)
+    assert path is not None and path.stat().st_size == model.int8_tflite["size"]
+    copy = tmp_path / "pretrained"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    data = bytearray((copy / path.name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / path.name).write_bytes(bytes(data))
+    with pytest.raises(PretrainedError, match="SHA-256"):
+        shipped_tflite(name, copy)
