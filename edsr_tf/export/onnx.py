@@ -156,6 +156,20 @@ def name_dims(model) -> None:
                 d.dim_param = n
 
 
+def _calibration_reader(patches: Sequence[np.ndarray]):
+    """The patches as onnxruntime's ``CalibrationDataReader`` (one input dict per patch)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter([{INPUT_NAME: np.asarray(p, np.float32)} for p in patches])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    return _Reader()
+
+
 def quantize_int8(
     fp32_path: str | os.PathLike,
     path: str | os.PathLike,
@@ -181,7 +195,6 @@ def quantize_int8(
     if qat is not None:
         return _quantize_int8_qat(fp32_path, path, calibration, *qat)
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
@@ -195,13 +208,6 @@ def quantize_int8(
         raise ExportError(f"unknown ONNX calibration method {calibrate_method!r} (expected one of {names})") from None
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class _Reader(CalibrationDataReader):
-        def __init__(self, patches):
-            self._it = iter([{INPUT_NAME: np.asarray(p, np.float32)} for p in patches])
-
-        def get_next(self):
-            return next(self._it, None)
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pre = path.with_name(f".{path.name}.pre.onnx")
@@ -213,7 +219,7 @@ def quantize_int8(
             quantize_static(
                 str(pre),
                 str(tmp),
-                _Reader(calibration),
+                _calibration_reader(calibration),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
@@ -292,18 +298,11 @@ def _quantize_int8_qat(fp32_path, path, calibration: Sequence[np.ndarray], keras
                        ranges: dict[str, tuple[float, float]]) -> Path:
     """QDQ int8 with the QAT activation ranges (see :func:`quantize_int8`)."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType
+    from onnxruntime.quantization import CalibrationMethod, QuantType
     from onnxruntime.quantization.calibrate import TensorData, create_calibrator
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self, patches):
-            self._it = iter([{INPUT_NAME: np.asarray(p, np.float32)} for p in patches])
-
-        def get_next(self):
-            return next(self._it, None)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -316,7 +315,7 @@ def _quantize_int8_qat(fp32_path, path, calibration: Sequence[np.ndarray], keras
         # A min/max pass names every tensor onnxruntime will quantize; the QAT ranges replace them.
         calibrator = create_calibrator(pre, op_types, augmented_model_path=str(aug),
                                        calibrate_method=CalibrationMethod.MinMax)
-        calibrator.collect_data(_Reader(calibration[:1]))
+        calibrator.collect_data(_calibration_reader(calibration[:1]))
         tensors = calibrator.compute_data()
         del calibrator
         qat = qat_tensor_ranges(pre, calibration[0], keras_model, ranges)
