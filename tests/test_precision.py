@@ -156,7 +156,8 @@ def test_int8_converts_once_then_reuses_the_cache(tiny, crop, cache, monkeypatch
 def test_int8_prefers_a_shipped_tflite(cache, monkeypatch, tmp_path):
     from edsr_tf import pretrained
 
-    assert pretrained.shipped_tflite("edsr_baseline_x2") is None  # none is shipped yet
+    real = pretrained.shipped_tflite("edsr_baseline_x2")  # the QAT model shipped beside the weights
+    assert real == pretrained.PACKAGE_DIR / "edsr_baseline_x2.int8.tflite"
     assert pretrained.shipped_tflite("no_such_model") is None
     shipped = tmp_path / "edsr_baseline_x2.int8.tflite"
     shipped.write_bytes(b"stand-in")
