@@ -59,7 +59,12 @@ class PretrainedModel:
     def summary(self) -> str:
         """One line: name, preset, scales and figures (for ``--list_models``)."""
         scales = "/".join(f"x{s}" for s in self.scales)
-        return f"{self.name:<22} {self.preset} {scales}: {self.figures()}"
+        line = f"{self.name:<22} {self.preset} {scales}: {self.figures()}"
+        drops = (self.int8_tflite or {}).get("psnr_drop_db", {})
+        if drops:
+            parts = ", ".join(f"{k} {v['qat_int8']:+.3f} dB" for k, v in drops.items() if "qat_int8" in v)
+            line += f"; int8 .tflite drop {parts}"
+        return line
 
 
 def _manifest_path(directory: Path) -> Path:
