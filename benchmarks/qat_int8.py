@@ -15,8 +15,8 @@ LR, uint8 output, Y of BT.601, ``scale`` px shaved):
 * ``ptq int8``: the full-integer TFLite model the export makes from those float weights
   (calibrated, MSE-refined ranges: ``python -m export --quantize int8``);
 * ``qat sim``: the QAT weights run through the Keras int8 simulation (:mod:`edsr_tf.models.qat`);
-* ``qat int8``: the full-integer TFLite model of the QAT weights (their ranges, no calibration);
-  the shipped ``edsr_tf/pretrained/edsr_baseline_x{scale}.int8.tflite`` when there is one;
+* ``qat int8``: the full-integer TFLite model of the QAT weights (their ranges, no calibration),
+  converted by the export code (``--ship`` ships this file);
 * the control: ``qat float``, the QAT run's weights in float (QAT also trains the float weights
   further), and ``ptq int8 of qat float``, post-training int8 of those weights: QAT helps by
   adapting to int8 only as far as ``qat int8`` beats that.
@@ -66,7 +66,6 @@ def run_scale(scale: int, sets: list[str], dataset_dir: Path, qat_weights: Path,
     from edsr_tf.inference_precision import convert_int8, tflite_runner
     from edsr_tf.models import load_model, read_int8_ranges
     from edsr_tf.models.qat import quantize_model
-    from edsr_tf.pretrained import shipped_tflite
 
     name = f"edsr_baseline_x{scale}"
     fp_model, _ = load_model(name)
@@ -77,7 +76,7 @@ def run_scale(scale: int, sets: list[str], dataset_dir: Path, qat_weights: Path,
     if not ranges:
         raise SystemExit(f"error: --qat_weights {qat_weights}: no int8 ranges (not a train.py --qat result)")
     sim = quantize_model(qat_float, ranges)
-    qat_path = shipped_tflite(name) or convert_int8(qat_weights, scale, work / f"{name}_qat.tflite")
+    qat_path = convert_int8(qat_weights, scale, work / f"{name}_qat.tflite")
     xla = tf.function(lambda x: sim(x), jit_compile=True, reduce_retracing=True)
 
     class _Xla:  # the same simulation, XLA-compiled (another float summation order)
