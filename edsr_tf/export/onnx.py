@@ -260,25 +260,20 @@ def qat_tensor_ranges(model_path: Path, patch: np.ndarray, keras_model,
     """ONNX tensor name → (min, max) from the QAT ``ranges``, located by value on ``patch``."""
     import onnx
 
-    from edsr_tf.models.qat import activation_probe
+    from edsr_tf.models.qat import activation_probe, layer_of
 
     names = list(ranges)
     ref = activation_probe(keras_model, names)(np.asarray(patch, np.float32), training=False)
     ref = [np.asarray(a) for a in (ref if isinstance(ref, (list, tuple)) else [ref])]
+    by_name = dict(zip(names, ref))
     values = _node_values(model_path, patch)
     graph = onnx.load(str(model_path)).graph
     out: dict[str, tuple[float, float]] = {graph.input[0].name: (0.0, 255.0)}
     for name, a in values.items():
         if a.ndim != 4:
             continue
-        best, err = None, np.inf
-        for layer, k in zip(names, ref):
-            for view in (k, k.transpose(0, 3, 1, 2)):  # tf2onnx keeps convs in NCHW
-                if view.shape == a.shape:
-                    e = float(np.max(np.abs(view - a)))
-                    if e < err:
-                        best, err = layer, e
-        if best is not None and err <= 1e-3 * max(1.0, float(np.max(np.abs(a)))):
+        best = layer_of(a, by_name, nchw=True)
+        if best is not None:
             out[name] = tuple(float(v) for v in ranges[best])
     for node in graph.node:  # in graph order: data movement keeps its input's range, the clip [0, 255]
         if node.op_type in ("DepthToSpace", "Transpose", "Reshape") and node.input[0] in out:

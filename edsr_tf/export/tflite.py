@@ -224,7 +224,7 @@ def qat_ranges(calibrated: bytes, model, patch: np.ndarray, keras_model,
     :class:`ExportError` if a tensor matches no simulated layer: then the QAT simulation
     does not quantize where TFLite does.
     """
-    from edsr_tf.models.qat import activation_probe
+    from edsr_tf.models.qat import activation_probe, layer_of
 
     graph = model.subgraphs[0]
     names = _op_names(model)
@@ -240,19 +240,14 @@ def qat_ranges(calibrated: bytes, model, patch: np.ndarray, keras_model,
     layer_names = list(ranges)
     keras_out = activation_probe(keras_model, layer_names)(np.asarray(patch, np.float32), training=False)
     keras_out = [np.asarray(a) for a in (keras_out if isinstance(keras_out, (list, tuple)) else [keras_out])]
+    keras_by_name = dict(zip(layer_names, keras_out))
     tfl = _float_activations(calibrated, patch, todo)
     for i in todo:
         if i in inputs:
             out[i] = (0.0, 255.0)
             continue
-        a = tfl[i]
-        best, err = None, np.inf
-        for name, k in zip(layer_names, keras_out):
-            if k.shape == a.shape:
-                e = float(np.max(np.abs(k - a)))
-                if e < err:
-                    best, err = name, e
-        if best is None or err > 1e-3 * max(1.0, float(np.max(np.abs(a)))):
+        best = layer_of(tfl[i], keras_by_name)
+        if best is None:
             tname = graph.tensors[i].name.decode(errors="replace")
             raise ExportError(f"QAT ranges: tensor {tname!r} matches no simulated layer "
                               "(the QAT simulation does not quantize where TFLite does)")

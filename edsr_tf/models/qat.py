@@ -292,6 +292,22 @@ def activation_probe(model: keras.Model, names: Iterable[str]) -> keras.Model:
     return keras.Model(model.inputs[0], [model.get_layer(n).output for n in names])
 
 
+def layer_of(value: np.ndarray, outputs: Mapping[str, np.ndarray], nchw: bool = False) -> str | None:
+    """The layer whose float output (``outputs``: name → NHWC value, e.g. of
+    :func:`activation_probe`) equals ``value`` to float tolerance, else None: how an exported
+    graph's tensor is located in the Keras model by value, not by the converter's names.
+    ``nchw``: also compare in NCHW (tf2onnx keeps convolutions there)."""
+    value = np.asarray(value)
+    best, err = None, np.inf
+    for name, k in outputs.items():
+        for view in ((k, k.transpose(0, 3, 1, 2)) if nchw and k.ndim == 4 else (k,)):
+            if view.shape == value.shape:
+                e = float(np.max(np.abs(view - value)))
+                if e < err:
+                    best, err = name, e
+    return best if best is not None and err <= 1e-3 * max(1.0, float(np.max(np.abs(value)))) else None
+
+
 def calibrate(model: keras.Model, qat_model: keras.Model, batches: Iterable[np.ndarray],
               seed: int = 0) -> dict[str, tuple[float, float]]:
     """Sets the QAT model's calibrated ranges from the float ``model``'s activations on
