@@ -114,7 +114,7 @@ def test_int8_tflite_matches_the_qat_model(tmp_path, photo, scale, res_scale):
     diff = np.abs(sim - out)
     # Not bit-exact: float32 convolutions sum in another order than int32 ones, so a value on
     # a rounding boundary can flip by one step, and a flip spreads through the layers after it
-    # (the same simulation XLA-compiled differs from itself that way: benchmarks/qat_parity.py).
+    # (the same simulation XLA-compiled differs from itself that way: benchmarks/qat_int8.py).
     assert diff.mean() < 0.1, diff.mean()
     assert (diff <= 1).mean() >= 0.98 and (diff <= 2).mean() >= 0.995, np.bincount(diff.astype(int).ravel())
     # And the simulation is not trivially the float model: int8 moves it.
@@ -190,6 +190,50 @@ def test_train_qat_saves_ranges_that_the_int8_export_uses(tmp_path):
                                   verify_max_side=48), progress=None)
     assert any("quantization-aware" in n for n in report["notes"])
     assert {a["format"] for a in report["artifacts"] if a["passed"]} == {"tflite", "onnx"}
+    # The ranges themselves reach the int8 tensors: a note and passing artifacts would survive an
+    # export that silently calibrated (plain PTQ) instead.
+    files = {a["format"]: tmp_path / "exp" / a["path"] for a in report["artifacts"]}
+    tfl = _tflite_activation_grids(files["tflite"])
+    assert tfl == _close_grids({_grid(lo, hi) for lo, hi in ranges.values()}), (tfl, ranges)
+    onx = _onnx_activation_grids(files["onnx"])
+    assert onx == _close_grids({_uint8_grid(lo, hi) for lo, hi in ranges.values()}), (onx, ranges)
+
+
+def _close_grids(grids: set[tuple[float, int]]) -> set[tuple[float, int]]:
+    """(scale, zero point) pairs with the scale rounded, to compare float32-stored with float64 grids."""
+    return {(float(f"{s:.5g}"), z) for s, z in grids}
+
+
+def _tflite_activation_grids(path) -> set[tuple[float, int]]:
+    """(scale, zero point) of every per-tensor int8 activation of a TFLite model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    grids = set()
+    for t in Interpreter(model_path=str(path)).get_tensor_details():
+        q = t["quantization_parameters"]
+        if t["dtype"] == np.int8 and len(t["shape"]) == 4 and len(q["scales"]) == 1:
+            grids.add((float(q["scales"][0]), int(q["zero_points"][0])))
+    return _close_grids(grids)
+
+
+def _uint8_grid(lo: float, hi: float) -> tuple[float, int]:
+    """onnxruntime's uint8 (scale, zero point) of a range (QuantType.QUInt8, asymmetric)."""
+    scale = (max(hi, 0.0) - min(lo, 0.0)) / 255.0
+    return scale, int(np.round(-min(lo, 0.0) / scale))
+
+
+def _onnx_activation_grids(path) -> set[tuple[float, int]]:
+    """(scale, zero point) of every QuantizeLinear of activations (weights are stored quantized)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    grids = set()
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] not in init:
+            grids.add((float(init[node.input[1]]), int(init[node.input[2]])))
+    return _close_grids(grids)
 
 
 def test_qat_refuses_explicit_mixed_precision(tmp_path):
