@@ -12,7 +12,11 @@ Pillow knows, and animated PNG/WebP, are refused with an error naming the file
 Decompression bombs: every reader (:func:`read_image`, its 16-bit path, and the
 training data cache's decoder, :mod:`edsr_tf.data.cache`) refuses an image of
 more than ``max_pixels`` pixels (default :data:`DEFAULT_MAX_PIXELS`, 100 Mpx)
-from the size in its header, before decoding anything (:func:`header_size`).
+from the size in its header, before decoding anything (:func:`header_size`). Only the
+header is read before that check (:func:`read_header`); the file is then read whole only
+if its size fits the image it claims (:func:`max_file_bytes`), and a JPEG too short to
+hold its frame (:func:`jpeg_min_bytes`: a truncated file that libjpeg would pad with grey)
+is refused, so a tiny or sparse file never costs more than the image it could really hold.
 
 Writes are atomic: the encoded bytes go to a temporary file in the destination
 folder that is renamed into place, so an interrupted run never leaves a
@@ -108,31 +112,69 @@ def _u16le(b: bytes, i: int) -> int:
     return b[i] | b[i + 1] << 8
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the first SOF marker of a JPEG (the main image), else None."""
+def jpeg_min_bytes(width: int, height: int) -> int:
+    """The fewest bytes a complete JPEG of ``width × height`` can have.
+
+    Every 8×8 block of the full-resolution component costs at least one bit of entropy-coded
+    data (a Huffman code is at least one bit long), so a file holds at most 512 pixels per
+    byte. A shorter file is truncated: libjpeg would pad it with grey at the full size (a
+    630-byte file claiming 9000×9000 decodes to 81 Mpx). Arithmetic-coded JPEGs could in
+    theory be shorter; they are all but unused, and are refused like a truncated file.
+    """
+    return -(-width // 8) * -(-height // 8) // 8
+
+
+#: Bytes allowed in an image file beyond its pixels (metadata: EXIF, ICC profiles, text).
+FILE_SLACK_BYTES = 64 << 20
+
+
+def max_file_bytes(width: int, height: int) -> int:
+    """The largest file edsr-tf reads for a ``width × height`` image (:data:`FILE_SLACK_BYTES`
+    more than an uncompressed 16-bit RGBA PNG of it, the largest encoding it can have).
+
+    Files are read whole before decoding, so this bounds what a file that lies about its
+    size (a sparse 4 GiB file behind a small header) can cost.
+    """
+    return 9 * width * height + FILE_SLACK_BYTES
+
+
+def _jpeg_size_at(read, limit: int) -> tuple[int, int] | None:
+    """(width, height) from the first SOF marker of a JPEG (the main image), else None.
+
+    ``read(offset, n)`` returns up to ``n`` bytes at ``offset`` (bytes or a file alike):
+    segments are skipped by their length, so only marker headers are read. ``limit``:
+    the offset past which the frame header is not looked for.
+    """
     sof = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
+    i = 2
+    while i < limit:
+        head = read(i, 2)
+        if len(head) < 2 or head[0] != 0xFF:
             return None
-        while i < n and data[i] == 0xFF:  # fill bytes
+        if head[1] == 0xFF:  # fill byte
             i += 1
-        if i >= n:
-            return None
-        marker = data[i]
-        i += 1
+            continue
+        marker = head[1]
+        i += 2
         if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length field
             continue
-        if marker in (0xD9, 0xDA) or i + 2 > n:  # EOI / SOS before any SOF
+        if marker in (0xD9, 0xDA):  # EOI / SOS before any SOF
             return None
-        length = data[i] << 8 | data[i + 1]
+        seg = read(i, 7 if marker in sof else 2)
+        if len(seg) < 2:
+            return None
         if marker in sof:
-            if i + 7 > n:
+            if len(seg) < 7:
                 return None
-            height, width = data[i + 3] << 8 | data[i + 4], data[i + 5] << 8 | data[i + 6]
+            height, width = seg[3] << 8 | seg[4], seg[5] << 8 | seg[6]
             return (width, height) if width and height else None
-        i += length
+        i += seg[0] << 8 | seg[1]
     return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first SOF marker of JPEG bytes (the main image), else None."""
+    return _jpeg_size_at(lambda i, n: data[i : i + n], len(data))
 
 
 def header_size(data: bytes) -> tuple[str, int, int] | None:
@@ -333,18 +375,59 @@ def _png_is_animated(data: bytes) -> bool:
     return False
 
 
-def _read_bytes(path: Path) -> bytes:
+#: Bytes read from a file's start before anything else (every header but a JPEG's is in them).
+_HEAD_BYTES = 64 << 10
+#: How far into a JPEG its frame header is looked for (EXIF, ICC and XMP segments come first).
+_JPEG_HEADER_LIMIT = 16 << 20
+
+
+def check_file_size(path: str | os.PathLike, fmt: str, width: int, height: int, size: int) -> None:
+    """Raises :class:`ImageReadError` naming ``path`` when a file of ``size`` bytes cannot be the
+    ``width × height`` image its header claims: larger than :func:`max_file_bytes`, or a JPEG
+    shorter than :func:`jpeg_min_bytes` (truncated: it would decode as grey padding)."""
+    if size > max_file_bytes(width, height):
+        raise ImageReadError(
+            f"{path}: a file of {size} bytes is larger than any {width}x{height} image needs "
+            f"(at most {max_file_bytes(width, height)}); refused unread"
+        )
+    if fmt == "JPEG" and size < jpeg_min_bytes(width, height):
+        raise ImageReadError(
+            f"{path}: unreadable or truncated image ({size} bytes cannot hold a {width}x{height} "
+            f"JPEG, which needs at least {jpeg_min_bytes(width, height)})"
+        )
+
+
+def _read_bytes(path: Path, max_pixels: int | None) -> bytes:
+    """The file's bytes, read whole only once its header passed :func:`check_pixels` and its
+    size :func:`check_file_size`; an unrecognised header gives its first bytes only (enough
+    for :func:`_probe` to name the format)."""
     if not path.exists():
         raise ImageReadError(f"{path}: no such file")
     if not path.is_file():
         raise ImageReadError(f"{path}: not a file")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(_HEAD_BYTES)
+            if not head:
+                raise ImageReadError(f"{path}: empty file")
+            found = header_size(head)
+            if found is None and head[:2] == b"\xff\xd8" and size > len(head):
+                def read(offset: int, n: int) -> bytes:
+                    f.seek(offset)
+                    return f.read(n)
+
+                jpeg = _jpeg_size_at(read, min(size, _JPEG_HEADER_LIMIT))
+                found = None if jpeg is None else ("JPEG", *jpeg)
+            if found is None:
+                return head
+            fmt, width, height = found
+            check_pixels(path, width, height, max_pixels)  # before reading the rest
+            check_file_size(path, fmt, width, height, size)
+            f.seek(len(head))
+            return head + f.read(size - len(head))  # not past the size checked (a growing file)
     except OSError as e:
         raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not data:
-        raise ImageReadError(f"{path}: empty file")
-    return data
 
 
 def probe_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> ImageInfo:
@@ -355,7 +438,7 @@ def probe_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Im
     ``max_pixels`` (None: :data:`DEFAULT_MAX_PIXELS`; 0: no limit).
     """
     path = Path(path)
-    info, im = _probe(path, _read_bytes(path), max_pixels)
+    info, im = _probe(path, _read_bytes(path, max_pixels), max_pixels)
     if im is not None:
         im.close()
     return info
@@ -437,7 +520,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Loa
     from PIL import Image, ImageOps
 
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, max_pixels)
     _, im = _probe(path, data, max_pixels)
     if im is None:
         return _read_png16(path, data)

@@ -24,8 +24,9 @@ error that names the limit, which TF Serving returns to the client (HTTP 400). T
 tensor signatures check N x H x W (the pixels run at once); ``serving_bytes`` checks
 each image's W x H from its header *before* decoding it (PNG: the IHDR chunk, JPEG:
 ``tf.io.extract_jpeg_shape``, BMP: the info header), so a few-KB file that declares a
-huge image costs nothing. ``serving_bytes`` takes PNG, JPEG and BMP (GIF and WebP
-are refused: they may hold many frames, all decoded).
+huge image costs nothing, and refuses a JPEG too short for its frame (truncated: libjpeg
+would pad it with grey; :func:`edsr_tf.images.jpeg_min_bytes`). ``serving_bytes`` takes
+PNG, JPEG and BMP (GIF and WebP are refused: they may hold many frames, all decoded).
 
 Scale: :func:`save_serving_model` exports the network for the ``scale`` it is given (an
 MDSR model's sub-network for that scale; any other model is checked to upscale by it)
@@ -141,11 +142,14 @@ def _endpoints(model: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS):
     def serve_bytes(image_bytes):
         def one(data):
             w, h, fmt = header_size(data)
+            # The first bytes as numbers, never raw: the error text must be valid UTF-8
+            # (raw bytes made the client's error a UnicodeDecodeError).
+            first = tf.io.decode_raw(tf.strings.substr(tf.strings.join([data, b"\0" * 8]), 0, 8), tf.uint8)
             known = tf.debugging.Assert(
                 fmt > 0,
                 [tf.strings.format("serving_bytes: unsupported image format (first bytes {}); "
-                                   "expected PNG, JPEG or BMP",
-                                   (tf.strings.substr(data, 0, 8),))],
+                                   "expected PNG, JPEG or BMP (GIF and WebP are refused)",
+                                   (first,), summarize=8)],
             )
             with tf.control_dependencies([known]):
                 pixels = w * h
@@ -156,7 +160,17 @@ def _endpoints(model: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS):
                         "(set at export: python -m export --max-pixels); send smaller images or tiles",
                         (w, h, pixels, limit))],
                 )
-            with tf.control_dependencies([fits]):
+                # A JPEG holds at least one bit per 8x8 block (edsr_tf.images.jpeg_min_bytes):
+                # a shorter one is truncated and libjpeg would pad it with grey at full size.
+                n_bytes = tf.cast(tf.strings.length(data), tf.int64)
+                need = ((w + 7) // 8) * ((h + 7) // 8) // 8
+                whole = tf.debugging.Assert(
+                    tf.not_equal(fmt, 2) | (n_bytes >= need),
+                    [tf.strings.format(
+                        "serving_bytes: truncated JPEG: {} bytes cannot hold a {} x {} image "
+                        "(at least {} needed)", (n_bytes, w, h, need))],
+                )
+            with tf.control_dependencies([fits, whole]):
                 img = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
             img.set_shape([None, None, 3])
             return tf.io.encode_png(as_uint8(img[tf.newaxis])[0])

@@ -1,0 +1,154 @@
+"""Hostile inputs, round two (issue 17): memory bounded by what a file can really hold,
+one-line errors for unreadable folders, deep configs, odd names and bad flags."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edsr_tf.images import (
+    ImageReadError,
+    ImageTooLargeError,
+    jpeg_min_bytes,
+    max_file_bytes,
+    probe_image,
+    read_image,
+)
+
+
+def jpeg_claiming(width: int, height: int, *, progressive: bool = False) -> bytes:
+    """A real 16x16 JPEG whose frame header is patched to claim ``width x height``: its scan
+    data is far too short, so libjpeg pads the rest of the frame with grey."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 100, np.uint8)).save(buf, "JPEG", progressive=progressive)
+    data = bytearray(buf.getvalue())
+    i = 2
+    while data[i + 1] not in (0xC0, 0xC2):
+        i += 2 + (data[i + 2] << 8 | data[i + 3])
+    data[i + 5 : i + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def png_head(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR claiming ``width x height`` (8-bit RGB), nothing else."""
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+
+
+# ------------------------------------------------------------------ 1: truncated JPEG padded
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_truncated_jpeg_is_refused_not_padded(tmp_path, progressive):
+    path = tmp_path / "tiny.jpg"
+    path.write_bytes(jpeg_claiming(2000, 2000, progressive=progressive))
+    assert path.stat().st_size < 1000
+    for read in (read_image, probe_image):
+        with pytest.raises(ImageReadError, match=r"tiny\.jpg: unreadable or truncated image \(\d+ bytes "
+                           r"cannot hold a 2000x2000 JPEG, which needs at least 7812\)"):
+            read(path)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_smallest_real_jpegs_pass_the_length_bound(tmp_path, mode):
+    """Flat images at quality 1 with optimised Huffman tables: the least data a real encoder
+    writes (2 bits per block) is still above the 1-bit-per-block bound."""
+    for kw in (dict(quality=1, optimize=True), dict(quality=1, progressive=True, optimize=True)):
+        path = tmp_path / "flat.jpg"
+        Image.new(mode, (1003, 501), 128).save(path, "JPEG", **kw)
+        assert path.stat().st_size >= jpeg_min_bytes(1003, 501)
+        assert read_image(path).rgb.shape == (501, 1003, 3)
+
+
+# ------------------------------------------------------------------ 2: header read first
+
+
+def _peak_bytes(call) -> int:
+    tracemalloc.start()
+    try:
+        call()
+    except ImageReadError:
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize("claim", [(20000, 20000), (100, 100)])
+def test_sparse_file_is_refused_from_its_header_unread(tmp_path, claim):
+    """1 GiB sparse files (a few KB on disk): a bomb header is refused by the pixel limit, a
+    small header by the file size (no 100x100 image needs 1 GiB); neither is read whole."""
+    path = tmp_path / "sparse.png"
+    with open(path, "wb") as f:
+        f.write(png_head(*claim))
+        f.truncate(1 << 30)
+    error = ImageTooLargeError if claim[0] > 10000 else ImageReadError
+    with pytest.raises(error, match=r"sparse\.png: "):
+        read_image(path)
+    assert _peak_bytes(lambda: read_image(path)) < 1 << 20
+    assert _peak_bytes(lambda: probe_image(path)) < 1 << 20
+    assert max_file_bytes(*claim) < 1 << 30 or claim[0] > 10000
+
+
+def test_jpeg_frame_header_after_large_metadata_is_found(tmp_path):
+    """The SOF of a JPEG after more than the first read's worth of APP segments."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((24, 40, 3), 90, np.uint8)).save(buf, "JPEG")
+    data = buf.getvalue()
+    app = b"".join(b"\xff\xe5" + struct.pack(">H", 65535) + b"\0" * 65533 for _ in range(3))
+    path = tmp_path / "meta.jpg"
+    path.write_bytes(data[:2] + app + data[2:])
+    assert probe_image(path).width == 40 and read_image(path).rgb.shape == (24, 40, 3)
+    big = tmp_path / "bigmeta.jpg"
+    big.write_bytes(data[:2] + app + jpeg_claiming(20000, 20000)[2:])
+    with pytest.raises(ImageTooLargeError, match="20000x20000"):
+        read_image(big)
+
+
+# ------------------------------------------------------------------ 1, 12: serving_bytes
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory):
+    from edsr_tf.export.savedmodel import SavedModelRunner, save_serving_model
+    from edsr_tf.models import ModelConfig, build_model
+
+    model = build_model(ModelConfig("edsr", (2,), n_resblocks=1, n_feats=8))
+    path = save_serving_model(model, 2, tmp_path_factory.mktemp("sm") / "1", max_pixels=4_000_000)
+    return SavedModelRunner(path)
+
+
+def test_serving_bytes_refuses_truncated_jpeg(serving):
+    import tensorflow as tf
+
+    for progressive in (False, True):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"truncated JPEG: \d+ bytes cannot hold "
+                           r"a 1000 x 1000 image \(at least 1953 needed\)"):
+            serving.run_bytes([jpeg_claiming(1000, 1000, progressive=progressive)])
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 24), (10, 200, 30)).save(buf, "JPEG", quality=1, optimize=True)
+    assert serving.run_bytes([buf.getvalue()])[0].startswith(b"\x89PNG")
+
+
+def test_serving_bytes_unsupported_bytes_give_a_readable_error(serving):
+    """Random bytes and WebP (whose RIFF size field has bytes >= 0x80) were a UnicodeDecodeError."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    webp = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(webp, "WEBP")
+    webp = webp.getvalue()
+    junk = bytes([0xFF, 0xFE, 0x80, 0x81, 0xC3, 0x28, 0xA0, 0xA1]) + rng.bytes(100)
+    for data in (junk, webp, b"\x80"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"unsupported image format \(first bytes "
+                           r"\[\d+( \d+){7}\]\)") as e:
+            serving.run_bytes([data])
+        e.value.message.encode("utf-8")
