@@ -87,12 +87,17 @@ def test_palette_with_transparency_becomes_rgba(tmp_path, rgb):
     assert set(np.unique(img.alpha)) <= {0, 255} and (img.alpha == 0).any()
 
 
-def test_jpeg_exif_orientation_applied(tmp_path, rgb):
+# EXIF orientation → quarter turns counter-clockwise (np.rot90's k) that display the stored pixels upright.
+@pytest.mark.parametrize("orientation, k", [(3, 2), (6, -1), (8, 1)])
+def test_jpeg_exif_orientation_applied(tmp_path, rgb, orientation, k):
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90° clockwise for display
+    exif[0x0112] = orientation
     Image.fromarray(rgb).save(tmp_path / "r.jpg", quality=95, exif=exif)
+    with Image.open(tmp_path / "r.jpg") as im:
+        stored = np.asarray(im.convert("RGB"))  # decoded as stored, the tag not applied
     img = read_image(tmp_path / "r.jpg")
-    assert img.rgb.shape == (rgb.shape[1], rgb.shape[0], 3)
+    # Pixels, not only the shape: a turn the wrong way keeps the shape of 6 and 8 (and all of 3's).
+    np.testing.assert_array_equal(img.rgb, np.rot90(stored, k))
 
 
 @pytest.mark.parametrize("bits", [8, 16])
