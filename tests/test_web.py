@@ -274,21 +274,39 @@ def test_page_tiling_is_inference_tiling(server, context):
         assert [list(a) for a in axis_tiles(n, t, o)] == js, (n, t, o)
 
 
-def test_default_weights_is_the_shipped_model(tmp_path, capsys):
+def test_default_weights_is_the_shipped_model():
     from edsr_tf import pretrained
-    from edsr_tf.export.cli import DEFAULT_WEIGHTS, default_weights, main
+    from edsr_tf.export.cli import DEFAULT_WEIGHTS, default_weights
+    from edsr_tf.models import read_config
 
     assert DEFAULT_WEIGHTS == "edsr_baseline_x2"
-    if DEFAULT_WEIGHTS in pretrained.load_manifest():
-        from edsr_tf.models import read_config
+    assert DEFAULT_WEIGHTS in pretrained.load_manifest()  # this repository ships it
+    assert default_weights() == DEFAULT_WEIGHTS
+    assert read_config(DEFAULT_WEIGHTS).scales == (2,)
 
-        assert default_weights() == DEFAULT_WEIGHTS
-        assert read_config(DEFAULT_WEIGHTS).scales == (2,)
-        return
+
+@pytest.mark.parametrize("manifest", ["lacks_it", "unreadable"])
+def test_default_weights_not_shipped_is_one_error(tmp_path, monkeypatch, capsys, manifest):
+    """An installation without the default model: export without --weights says so, writes nothing."""
+    from edsr_tf import pretrained
+    from edsr_tf.export.cli import DEFAULT_WEIGHTS, main
+
+    doc = json.loads((pretrained.PACKAGE_DIR / pretrained.MANIFEST).read_text())
+    del doc["models"][DEFAULT_WEIGHTS]
+    text = json.dumps(doc) if manifest == "lacks_it" else "{not json"
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / pretrained.MANIFEST).write_text(text)
+    monkeypatch.setattr(pretrained, "PACKAGE_DIR", tmp_path / "pkg")
+    assert DEFAULT_WEIGHTS not in (pretrained.load_manifest() if manifest == "lacks_it" else {})
     rc = main(["--formats", "web", "--out_dir", str(tmp_path / "out"), "--quiet"])
-    assert rc == 1
-    err = capsys.readouterr().err
-    assert "edsr_baseline_x2 is not shipped" in err and "--weights" in err
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    if manifest == "lacks_it":
+        others = ", ".join(sorted(doc["models"]))
+        assert f"{DEFAULT_WEIGHTS} is not shipped" in lines[0] and f"(shipped: {others})" in lines[0]
+        assert "--weights" in lines[0]
+    else:
+        assert "shipped models cannot be read" in lines[0] and pretrained.MANIFEST in lines[0]
     assert not (tmp_path / "out").exists()
 
 
