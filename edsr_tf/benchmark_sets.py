@@ -177,9 +177,17 @@ def _find_div2k(dataset_dir: Path, scale: int) -> BenchmarkSet:
 def find_dataset(dataset_dir: str | os.PathLike, name: str, scale: int) -> BenchmarkSet:
     """Locates benchmark set ``name`` for ``scale`` under ``dataset_dir``.
 
-    Raises :class:`DatasetNotFoundError` naming the directory and what was looked for.
+    Raises :class:`DatasetNotFoundError` naming the directory and what was looked for, or
+    the folder that cannot be listed (no permission: one line, never a traceback).
     """
-    dataset_dir = Path(dataset_dir)
+    try:
+        return _find_dataset(Path(dataset_dir), name, scale)
+    except OSError as e:
+        where = e.filename if e.filename is not None else dataset_dir
+        raise DatasetNotFoundError(f"{where}: cannot list the folder ({e.strerror or e})") from None
+
+
+def _find_dataset(dataset_dir: Path, name: str, scale: int) -> BenchmarkSet:
     if not dataset_dir.is_dir():
         raise DatasetNotFoundError(f"{dataset_dir}: dataset directory does not exist")
     scale = int(scale)

@@ -26,8 +26,10 @@ half-written image (or JSON) behind.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import os
+import stat
 import struct
 import threading
 from pathlib import Path
@@ -401,9 +403,12 @@ def _read_bytes(path: Path, max_pixels: int | None) -> bytes:
     """The file's bytes, read whole only once its header passed :func:`check_pixels` and its
     size :func:`check_file_size`; an unrecognised header gives its first bytes only (enough
     for :func:`_probe` to name the format)."""
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file")
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except OSError as e:  # ENOENT, but also a symlink loop or a folder without search permission
+        why = "no such file" if e.errno == errno.ENOENT else f"cannot read ({e.strerror or e})"
+        raise ImageReadError(f"{path}: {why}") from None
+    if not stat.S_ISREG(st.st_mode):
         raise ImageReadError(f"{path}: not a file")
     try:
         with open(path, "rb") as f:

@@ -115,19 +115,28 @@ def upscale_image(
     return out, alpha
 
 
-def collect_inputs(inputs: Sequence[str], skipped: list[Path] | None = None) -> list[Path]:
+def collect_inputs(inputs: Sequence[str], skipped: list[Path] | None = None,
+                   errors: list[str] | None = None) -> list[Path]:
     """Expands folders into their image files (sorted, not recursive); files are kept as given.
 
     A folder contributes its PNG/JPEG/BMP/WebP files; files of other image formats there
     (GIF, TIFF, ...: :data:`edsr_tf.images.OTHER_IMAGE_SUFFIXES`) are appended to ``skipped``
     for a notice. A file named on the command line is always kept, and read_image refuses it
     with an error if it is not a supported still image (so a GIF is never half-read).
+    A folder that cannot be listed (no permission) adds one line to ``errors`` (raised as
+    ``OSError`` when ``errors`` is None), so the other inputs are still processed.
     """
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            entries = sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))
+        if _is_dir(p):
+            try:
+                entries = sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))
+            except OSError as e:
+                if errors is None:
+                    raise
+                errors.append(f"{p}: cannot list the folder ({e.strerror or e})")
+                continue
             found = [q for q in entries if q.suffix.lower() in IMAGE_SUFFIXES]
             if skipped is not None:
                 skipped.extend(q for q in entries if q.suffix.lower() in OTHER_IMAGE_SUFFIXES)
@@ -137,6 +146,22 @@ def collect_inputs(inputs: Sequence[str], skipped: list[Path] | None = None) -> 
         else:
             files.append(p)
     return files
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False where it cannot be looked at (the reader then names why)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where it cannot be looked at (the reader then names why)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def output_path(out_dir: Path, src: Path, scale: int, *, bicubic: bool = False,
@@ -184,14 +209,14 @@ def make_plan(
     inputs: dict[Path, Path] = {}
     input_ids: dict[tuple[int, int], Path] = {}
     for src in files:
-        if src.is_file():
+        if _is_file(src):
             inputs.setdefault(src.resolve(), src)
             fid = _file_id(src)
             if fid is not None:
                 input_ids.setdefault(fid, src)
     candidates: list[tuple[Path, ImageInfo, Path]] = []
     for src in files:
-        if src.is_dir():
+        if _is_dir(src):
             plan.errors.append(f"{src}: folder holds no {'/'.join(IMAGE_SUFFIXES)} images")
             continue
         try:
@@ -311,16 +336,17 @@ def _upscale(cli: CommandLine) -> int:
     weights, scale = _model_and_scale(args)
 
     skipped: list[Path] = []
-    files = collect_inputs(args.inputs, skipped)
+    unlisted: list[str] = []
+    files = collect_inputs(args.inputs, skipped, unlisted)
     for line in _skipped_notice(skipped):
         print(line, file=sys.stderr)
     plan = make_plan(files, args.out_dir, scale, bicubic=args.bicubic, keep_format=args.format == "keep",
                      overwrite=args.overwrite, max_pixels=args.max_pixels)
-    for msg in plan.errors:
+    for msg in unlisted + plan.errors:
         cli.error(msg)
     for src, dst in plan.existing:
         print(f"note: {src}: {dst} exists, skipped (--overwrite replaces it)", file=sys.stderr)
-    failures = len(plan.errors)
+    failures = len(unlisted) + len(plan.errors)
 
     model = None
     if plan.jobs and not args.bicubic:
@@ -362,7 +388,7 @@ def _upscale(cli: CommandLine) -> int:
                 tile_bar.close()
     bar.close()
     if failures:
-        cli.error(f"{failures} of {len(files)} input(s) failed")
+        cli.error(f"{failures} of {len(files) + len(unlisted)} input(s) failed")
     return EXIT_FAILED if failures else EXIT_OK
 
 

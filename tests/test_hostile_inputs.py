@@ -152,3 +152,80 @@ def test_serving_bytes_unsupported_bytes_give_a_readable_error(serving):
                            r"\[\d+( \d+){7}\]\)") as e:
             serving.run_bytes([data])
         e.value.message.encode("utf-8")
+
+
+# ------------------------------------------------------------------ 7: unreadable folders
+
+
+def _as_nobody(args: list[str], cwd: Path):
+    """Runs ``python -m ...args`` as an unprivileged user (root reads every folder), or as
+    ourselves when not root."""
+    import shutil
+    import subprocess
+    import sys
+
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: permissions cannot be tested")
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HOME": str(cwd)}
+    return subprocess.run(prefix + [sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture
+def open_dir():
+    """A world-writable scratch folder (pytest's own are private to the user running it)."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="edsr_perm_"))
+    os.chmod(d, 0o777)
+    yield d
+    for p in [d, *d.rglob("*")]:
+        if not p.is_symlink():
+            os.chmod(p, 0o700)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _png(path: Path, size=(12, 12)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((*size, 3), 77, np.uint8)).save(path)
+    os.chmod(path, 0o644)
+    return path
+
+
+def test_upscale_reports_unreadable_folders_and_files_and_goes_on(open_dir):
+    _png(open_dir / "locked" / "a.png")
+    _png(open_dir / "hidden" / "b.png")
+    ok = _png(open_dir / "ok.png")
+    os.chmod(open_dir / "locked", 0o000)   # cannot be listed
+    os.chmod(open_dir / "hidden", 0o711)   # cannot be listed; its files can be opened by name
+    os.chmod(open_dir / "hidden" / "b.png", 0o600)  # ... but this one not read
+    (open_dir / "loop.png").symlink_to("loop.png")
+    run = _as_nobody(["-m", "edsr_tf.upscale", "--bicubic", "--scale", "2", "--quiet", "--out_dir",
+                      str(open_dir / "out"), str(open_dir / "locked"), str(open_dir / "hidden"),
+                      str(open_dir / "hidden" / "b.png"), str(open_dir / "loop.png"), str(ok)], open_dir)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert f"error: {open_dir / 'locked'}: cannot list the folder (Permission denied)" in lines
+    assert f"error: {open_dir / 'hidden'}: cannot list the folder (Permission denied)" in lines
+    assert f"error: {open_dir / 'hidden' / 'b.png'}: cannot read (Permission denied)" in lines
+    assert f"error: {open_dir / 'loop.png'}: cannot read (Too many levels of symbolic links)" in lines
+    assert lines[-1] == "error: 4 of 5 input(s) failed"
+    assert (open_dir / "out" / "ok_x2_bicubic.png").is_file()
+
+
+def test_evaluate_names_an_unreadable_dataset_folder(open_dir):
+    _png(open_dir / "data" / "Set5" / "HR" / "baby.png", (16, 16))
+    os.chmod(open_dir / "data" / "Set5" / "HR", 0o000)
+    for p in (open_dir / "data", open_dir / "data" / "Set5"):
+        os.chmod(p, 0o755)
+    run = _as_nobody(["-m", "edsr_tf.evaluate", "--bicubic", "--scale", "2", "--quiet", "--dataset_dir",
+                      str(open_dir / "data"), "--eval_sets", "Set5"], open_dir)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].endswith(
+        f"{open_dir / 'data' / 'Set5' / 'HR'}: cannot list the folder (Permission denied)")
