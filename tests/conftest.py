@@ -14,7 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EDSR_TF_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 # Every test, and every module/session fixture, starts from the same seed, so random weights and data
-# cannot make a run pass or fail by luck, nor by test order. Set EDSR_TF_TEST_SEED to another value to check that no test depends on the particular draw.
+# cannot make a run pass or fail by luck, nor by test order. Set EDSR_TF_TEST_SEED to another value
+# to check that no test depends on the particular draw.
 TEST_SEED = int(os.environ.get("EDSR_TF_TEST_SEED", "0"))
 
 
