@@ -68,12 +68,45 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     assert _imports(f, tmp_path) >= CLI_MODULES
 
 
+#: Folders of copies, environments and outputs, never the project's own source.
+NOT_SOURCE = {".venv", "node_modules", "runs", ".git", "build", "dist"}
+
+
+def _source_files(root: Path = REPO) -> list[Path]:
+    """The repository's ``*.py`` files: git's tracked ones where it is a checkout (a
+    ``pip install .`` leaves copies under ``build/``), else all outside :data:`NOT_SOURCE`."""
+    import subprocess
+
+    try:
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--", "*.py"],
+                                capture_output=True, check=True, timeout=60).stdout.decode()
+        files = [root / p for p in listed.split("\0") if p]
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout (an sdist)
+        files = list(root.rglob("*.py"))
+    return sorted(p for p in files if p.is_file() and not NOT_SOURCE & set(p.relative_to(root).parts))
+
+
 def test_exactly_one_evaluate_set():
     defs = []
-    for path in REPO.rglob("*.py"):
-        if {".venv", "node_modules", "runs", ".git"} & set(path.relative_to(REPO).parts):
-            continue
+    for path in _source_files():
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "evaluate_set":
                 defs.append(str(path.relative_to(REPO)))
     assert defs == ["edsr_tf/evaluation.py"]
+
+
+def test_source_files_skip_build_copies(tmp_path):
+    """A ``build/lib`` copy (untracked or not a checkout at all) is not the project's source."""
+    import subprocess
+
+    for repo in (tmp_path / "plain", tmp_path / "git"):
+        (repo / "edsr_tf").mkdir(parents=True)
+        (repo / "edsr_tf" / "m.py").write_text("")
+        (repo / "build" / "lib" / "edsr_tf").mkdir(parents=True)
+        (repo / "build" / "lib" / "edsr_tf" / "m.py").write_text("")
+    git = tmp_path / "git"
+    subprocess.run(["git", "-C", str(git), "init", "-q"], check=True)
+    subprocess.run(["git", "-C", str(git), "add", "edsr_tf/m.py"], check=True)
+    (git / "edsr_tf" / "untracked.py").write_text("")
+    assert _source_files(git) == [git / "edsr_tf" / "m.py"]
+    assert _source_files(tmp_path / "plain") == [tmp_path / "plain" / "edsr_tf" / "m.py"]
