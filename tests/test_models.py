@@ -180,5 +180,24 @@ def test_mdsr_applies_res_scale_like_edsr():
         outputs[res_scale] = {k: np.asarray(v) for k, v in model(x).items()}
     for key in ("x2", "x3"):
         assert np.abs(outputs[1.0][key] - outputs[0.1][key]).max() > 1e-3, key
+    # res_scale 0 makes each shared body block the identity: the same as zeroing its second conv
+    # (a res_scale applied to the wrong tensor, the skip or the sum, would not be).
+    from edsr_tf.models.mdsr import mdsr
+
+    zero = mdsr((2, 3), n_resblocks=2, n_feats=8, res_scale=0.0)  # the builder: a config refuses 0
+    zero.set_weights(reference)
+    cut = build_model(ModelConfig("mdsr", (2, 3), n_resblocks=2, n_feats=8, res_scale=1.0))
+    cut.set_weights(reference)
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        bias = rng.normal(0, 1, 8).astype("float32")  # nonzero, so that conv2's input is too
+        for net in (zero, cut):
+            net.get_layer(f"body_{i}_conv1").bias.assign(bias)
+        conv2 = cut.get_layer(f"body_{i}_conv2")
+        conv2.kernel.assign(np.zeros(conv2.kernel.shape, "float32"))  # the residual is 0 here
+    for key in ("x2", "x3"):
+        z, c = np.asarray(zero(x)[key]), np.asarray(cut(x)[key])
+        np.testing.assert_allclose(z, c, rtol=1e-5, atol=1e-3, err_msg=key)
+        assert np.abs(z - outputs[1.0][key]).max() > 1e-3, key
     # The default keeps the paper's MDSR (and every existing weights file) unchanged.
     assert ModelConfig.from_preset("mdsr_baseline").res_scale == 1.0
