@@ -229,3 +229,101 @@ def test_evaluate_names_an_unreadable_dataset_folder(open_dir):
     assert "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].endswith(
         f"{open_dir / 'data' / 'Set5' / 'HR'}: cannot list the folder (Permission denied)")
+
+
+# ------------------------------------------------------------------ 8, 3: hostile model files
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    from edsr_tf.models import ModelConfig, build_model, save_model
+
+    config = ModelConfig("edsr", (2,), n_resblocks=1, n_feats=8)
+    model = build_model(config)
+    folder = tmp_path_factory.mktemp("tw")
+    return {s: save_model(model, folder / f"tiny{s}", config) for s in (".weights.h5", ".keras")}
+
+
+def test_deeply_nested_embedded_config_is_one_line(tmp_path, tiny_weights, capsys):
+    import h5py
+
+    from edsr_tf.models import load_model
+    from edsr_tf.models.io import ModelFileError
+    from edsr_tf.upscale import main
+
+    path = tmp_path / "deep.weights.h5"
+    path.write_bytes(tiny_weights[".weights.h5"].read_bytes())
+    with h5py.File(path, "a") as f:
+        f.attrs["edsr_tf_config"] = "[" * 30000 + "]" * 30000
+    with pytest.raises(ModelFileError, match=r"deep\.weights\.h5: invalid embedded model config \(nested too "
+                       r"deeply\)"):
+        load_model(path)
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "a.png")
+    assert main([str(tmp_path / "a.png"), "--weights", str(path), "--out_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nested too deeply" in err
+
+
+def _rezip(src: Path, dst: Path, replace: dict[str, tuple[bytes, int]]) -> Path:
+    """``src`` with members replaced: name -> (data, compression)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            if info.filename not in replace:
+                zout.writestr(info, zin.read(info))
+        for name, (data, method) in replace.items():
+            zout.writestr(zipfile.ZipInfo(name), data, compress_type=method)
+    return dst
+
+
+def _lie_about_size(path: Path, name: str, size: int) -> None:
+    """Patches the declared uncompressed size of member ``name`` (local and central headers)."""
+    import zipfile
+
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+    real = struct.pack("<I", info.file_size)
+    for sig, off in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        i = raw.find(sig + b"", 0)
+        while i >= 0:
+            name_at = 30 if sig == b"PK\x03\x04" else 46
+            n = struct.unpack("<H", raw[i + name_at - 4 : i + name_at - 2])[0] if sig == b"PK\x03\x04" \
+                else struct.unpack("<H", raw[i + 28 : i + 30])[0]
+            if raw[i + name_at : i + name_at + n] == name.encode() and raw[i + off : i + off + 4] == real:
+                raw[i + off : i + off + 4] = struct.pack("<I", size)
+            i = raw.find(sig, i + 4)
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("member", ["edsr_tf_config.json", "config.json", "model.weights.h5"])
+def test_zip_bomb_members_of_a_keras_file_are_refused_unpacked(tmp_path, tiny_weights, member):
+    """A 400 MB run of spaces deflates to ~400 KB: declared honestly it is refused by its size
+    (Keras' own config.json is never read, so that one loads, cheaply), declared small it is
+    refused because its compressed data is larger than it claims."""
+    import zipfile
+
+    from edsr_tf.models import load_model
+    from edsr_tf.models.io import ModelFileError
+
+    src = tiny_weights[".keras"]
+    with zipfile.ZipFile(src) as zf:
+        head = zf.read(member)
+    bomb = head + b" " * (400 << 20)
+    honest = _rezip(src, tmp_path / "honest.keras", {member: (bomb, zipfile.ZIP_DEFLATED)})
+    assert honest.stat().st_size < 2 << 20
+    del bomb
+    liar = tmp_path / "liar.keras"
+    liar.write_bytes(honest.read_bytes())
+    _lie_about_size(liar, member, len(head))
+    for path in (honest, liar):
+        tracemalloc.start()
+        if path is honest and member == "config.json":
+            load_model(path)
+        else:
+            with pytest.raises(ModelFileError, match=rf"{path.name}: .*(zip bomb|more than)"):
+                load_model(path)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 50 << 20, f"{path.name}: {peak} bytes"

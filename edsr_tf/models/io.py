@@ -31,8 +31,41 @@ CONFIG_MEMBER = "edsr_tf_config.json"
 INT8_RANGES_ATTR = "edsr_tf_int8_ranges"
 
 
+#: Largest embedded config read (ours are a few hundred bytes): a bigger one is refused unread.
+MAX_CONFIG_BYTES = 64 << 10
+#: Keras' archive member holding the weights of a ``.keras`` file.
+KERAS_WEIGHTS_MEMBER = "model.weights.h5"
+
+
 class ModelFileError(ValueError):
     """A weights/model file is missing, unreadable or does not fit its config."""
+
+
+def _check_zip_members(path: Path, zf: zipfile.ZipFile) -> None:
+    """Refuses an archive member that claims less than its compressed data (deflate never
+    shrinks by expanding): such a member decompresses past its declared size, a zip bomb
+    whose declared sizes would otherwise look harmless."""
+    for info in zf.infolist():
+        if info.compress_size > info.file_size + info.file_size // 64 + 1024:
+            raise ModelFileError(
+                f"{path}: member {info.filename} holds {info.compress_size} compressed bytes for "
+                f"{info.file_size} (a zip bomb?)"
+            )
+
+
+def _read_config_member(path: Path, zf: zipfile.ZipFile) -> bytes | None:
+    """The config member of a ``.keras`` archive, never decompressing more than
+    :data:`MAX_CONFIG_BYTES` (a zip-bomb member is refused from its declared size)."""
+    if CONFIG_MEMBER not in zf.namelist():
+        return None
+    _check_zip_members(path, zf)
+    if zf.getinfo(CONFIG_MEMBER).file_size > MAX_CONFIG_BYTES:
+        raise ModelFileError(
+            f"{path}: invalid embedded model config ({zf.getinfo(CONFIG_MEMBER).file_size} bytes, "
+            f"more than {MAX_CONFIG_BYTES})"
+        )
+    with zf.open(CONFIG_MEMBER) as f:
+        return f.read(MAX_CONFIG_BYTES + 1)
 
 
 def _suffix(path: Path) -> str:
@@ -90,18 +123,22 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
                 text = f.attrs.get(CONFIG_ATTR)
         else:
             with zipfile.ZipFile(path) as zf:
-                text = zf.read(CONFIG_MEMBER) if CONFIG_MEMBER in zf.namelist() else None
-    except (OSError, zipfile.BadZipFile) as e:
+                text = _read_config_member(path, zf)
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise ModelFileError(f"{path}: not a readable {suffix} file ({e})") from None
     if text is None:
         raise ModelFileError(
             f"{path}: no edsr-tf model config inside; write it with edsr_tf.models.save_model, "
             "edsr_tf.convert or train.py"
         )
-    if isinstance(text, bytes):
-        text = text.decode()
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ModelFileError(f"{path}: invalid embedded model config (more than {MAX_CONFIG_BYTES} bytes)")
     try:
+        if isinstance(text, bytes):
+            text = text.decode()
         return ModelConfig.from_json(text)
+    except RecursionError:  # json.loads of deeply nested arrays/objects
+        raise ModelFileError(f"{path}: invalid embedded model config (nested too deeply)") from None
     except (ValueError, TypeError, KeyError) as e:
         raise ModelFileError(f"{path}: invalid embedded model config ({e})") from None
 
@@ -125,8 +162,9 @@ def read_int8_ranges(path: str | os.PathLike) -> dict[str, tuple[float, float]] 
         raise ModelFileError(f"{path}: invalid stored int8 ranges ({e})") from None
 
 
-def _weights_in_file(path: Path) -> tuple[int, int]:
-    """(tensors, values) of the model's layers in a Keras ``.weights.h5`` file (no optimizer state)."""
+def _weights_in_file(path) -> tuple[int, int]:
+    """(tensors, values) of the model's layers in a Keras ``.weights.h5`` file (a path or an
+    open binary file; no optimizer state)."""
     counts = [0, 0]
 
     def visit(name, obj):
@@ -171,36 +209,47 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, ModelConfig]:
 
     Weights that do not fit the embedded config (another model's file, a damaged file) raise
     :class:`ModelFileError` with a one-line reason; Keras' per-layer warnings are not shown.
+    Both formats build the model from the embedded config and read only the weights (a
+    ``.keras`` file's ``config.json`` is not parsed); zip-bomb members are refused unpacked.
     """
     path = resolve_weights(path)
     config = read_config(path)
-    if _suffix(path) == ".weights.h5":
-        model = build_model(config)
-        expected = (len(model.weights), sum(int(w.numpy().size) for w in model.weights))
-        try:
+    suffix = _suffix(path)
+    # A .keras file is loaded like a .weights.h5 one: the model is built from our (checked)
+    # config and only Keras' weights member is read, through the same count check; Keras'
+    # own config.json (any size, any layers) is never parsed.
+    model = build_model(config)
+    expected = (len(model.weights), sum(int(w.numpy().size) for w in model.weights))
+    try:
+        if suffix == ".weights.h5":
             found = _weights_in_file(path)
-        except OSError as e:
-            raise ModelFileError(f"{path}: not a readable .weights.h5 file ({e})") from None
-        if found != expected:
-            raise ModelFileError(
-                f"{path}: weights do not fit the embedded config ({_describe(config)}): the file "
-                f"holds {found[0]} tensors / {found[1]:,} values, that model has {expected[0]} / "
-                f"{expected[1]:,} (weights of another model?)"
-            )
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # Keras warns per layer; we raise one line instead
-                model.load_weights(path)
-        except Exception as e:  # Keras raises ValueError/KeyError/OSError variously.
-            raise ModelFileError(
-                f"{path}: weights do not fit the embedded config ({_describe(config)}): "
-                f"{_keras_load_reason(e)} (weights of another model?)"
-            ) from None
-        return model, config
+        else:
+            with zipfile.ZipFile(path) as zf:
+                info = zf.getinfo(KERAS_WEIGHTS_MEMBER)
+                if info.file_size > 8 * expected[1] + (16 << 20):  # float64 + HDF5 overhead
+                    raise ModelFileError(
+                        f"{path}: {KERAS_WEIGHTS_MEMBER} of {info.file_size} bytes is far larger than "
+                        f"the weights of {_describe(config)} (a zip bomb?)"
+                    )
+                with zf.open(info) as f:
+                    found = _weights_in_file(f)
+    except KeyError:
+        raise ModelFileError(f"{path}: no {KERAS_WEIGHTS_MEMBER} inside (not a Keras archive)") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise ModelFileError(f"{path}: not a readable {suffix} file ({e})") from None
+    if found != expected:
+        raise ModelFileError(
+            f"{path}: weights do not fit the embedded config ({_describe(config)}): the file "
+            f"holds {found[0]} tensors / {found[1]:,} values, that model has {expected[0]} / "
+            f"{expected[1]:,} (weights of another model?)"
+        )
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = keras.saving.load_model(path)
-    except Exception as e:
-        raise ModelFileError(f"{path}: cannot load Keras model ({_keras_load_reason(e)})") from None
+            warnings.simplefilter("ignore")  # Keras warns per layer; we raise one line instead
+            model.load_weights(path)
+    except Exception as e:  # Keras raises ValueError/KeyError/OSError variously.
+        raise ModelFileError(
+            f"{path}: weights do not fit the embedded config ({_describe(config)}): "
+            f"{_keras_load_reason(e)} (weights of another model?)"
+        ) from None
     return model, config
