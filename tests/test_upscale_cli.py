@@ -26,10 +26,12 @@ def weights(tmp_path_factory):
     edsr_cfg = ModelConfig(arch="edsr", scales=(2,), n_resblocks=2, n_feats=8, res_scale=0.5)
     edsr = build_model(edsr_cfg)
     mdsr_cfg = ModelConfig(arch="mdsr", scales=(2, 3), n_resblocks=2, n_feats=8)
+    mdsr = build_model(mdsr_cfg)
     return {
         "edsr": save_model(edsr, d / "tiny_x2.weights.h5", edsr_cfg),
         "edsr_model": edsr,
-        "mdsr": save_model(build_model(mdsr_cfg), d / "tiny_mdsr.weights.h5", mdsr_cfg),
+        "mdsr": save_model(mdsr, d / "tiny_mdsr.weights.h5", mdsr_cfg),
+        "mdsr_model": mdsr,
     }
 
 
@@ -67,6 +69,10 @@ def test_all_formats_and_a_truncated_file(tmp_path, weights, rgb, capsys):
 
     gray = read_image(out / "gray_x2.png")
     assert gray.grayscale and Image.open(out / "gray_x2.png").mode == "L"
+    # Gray: the model on the gray replicated to RGB, its three outputs averaged.
+    three = np.repeat(rgb[..., :1], 3, axis=-1).astype(np.float32)
+    gray_sr = quantize(upscale_array(weights["edsr_model"], 2, three).mean(axis=-1, dtype=np.float32))
+    np.testing.assert_array_equal(gray.channels(), gray_sr)
 
     rgba = read_image(out / "rgba_x2.png")
     np.testing.assert_array_equal(rgba.rgb, expected)
@@ -78,8 +84,12 @@ def test_all_formats_and_a_truncated_file(tmp_path, weights, rgb, capsys):
     assert np.abs(deep.rgb / 257.0 - expected).max() <= 0.5 + 1e-6
     assert (deep.rgb % 257 != 0).any()
 
-    for name in ("photo_x2.png", "photo2_x2.png", "photo3_x2.png"):
-        assert read_image(out / name).rgb.shape == (46, 62, 3)
+    for name, source in (("photo_x2.png", "photo.jpg"), ("photo2_x2.png", "photo2.bmp"),
+                         ("photo3_x2.png", "photo3.webp")):
+        # Each format's decoded pixels went through the model (JPEG and WebP: lossy, hence decoded).
+        decoded = read_image(src / source).rgb.astype(np.float32)
+        np.testing.assert_array_equal(read_image(out / name).rgb,
+                                      quantize(upscale_array(weights["edsr_model"], 2, decoded)), name)
 
 
 def test_bicubic_baseline_needs_no_weights(tmp_path, rgb):
@@ -100,7 +110,13 @@ def test_mdsr_weights_need_a_scale(tmp_path, weights, rgb, capsys):
     assert "--scale" in capsys.readouterr().err
     assert main([str(tmp_path / "a.png"), "--weights", str(weights["mdsr"]), "--scale", "3",
                  "--out_dir", str(out), "--self_ensemble", "--batch", "4", "--quiet"]) == 0
-    assert read_image(out / "a_x3.png").rgb.shape == (69, 93, 3)
+    # The x3 output of the MDSR, self-ensembled: the x2 one, or a plain pass, would differ.
+    expected = upscale_array(weights["mdsr_model"], 3, rgb.astype(np.float32), self_ensemble=True)
+    got = read_image(out / "a_x3.png").rgb
+    assert got.shape == (69, 93, 3)
+    np.testing.assert_array_equal(got, quantize(expected))
+    plain = quantize(upscale_array(weights["mdsr_model"], 3, rgb.astype(np.float32)))
+    assert np.abs(got.astype(int) - plain).max() > 1
 
 
 @pytest.mark.parametrize("case", ["missing", "not_h5", "no_config", "wrong_scale", "both", "no_shipped_scale"])
