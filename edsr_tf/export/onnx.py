@@ -14,7 +14,8 @@ import numpy as np
 
 from edsr_tf.export.common import ExportError
 
-#: Lowest opset we emit; DepthToSpace with ``mode`` and dynamic shapes are fine from 13 on.
+#: The opset we emit (tf2onnx ``--opset``). The sub-pixel shuffle is written as NHWC Reshape/Transpose
+#: (:func:`nhwc_depth_to_space`), not DepthToSpace; the int8 export's per-channel QDQ needs 13 or later.
 OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "sr"
