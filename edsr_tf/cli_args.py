@@ -470,6 +470,8 @@ def output_path_error(path: Path, flag: str, *, folder: bool) -> str | None:
     a writable folder (a file there, e.g. ``--json results.json/x.json``, is an error).
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return f"{flag} {path}: is a dangling symlink (to {os.readlink(path)})"
     if path.exists():
         if folder and not path.is_dir():
             return f"{flag} {path}: exists and is not a folder"

@@ -327,3 +327,33 @@ def test_zip_bomb_members_of_a_keras_file_are_refused_unpacked(tmp_path, tiny_we
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < 50 << 20, f"{path.name}: {peak} bytes"
+
+
+# ------------------------------------------------------------------ 9: train.py out_dir and seed
+
+
+@pytest.mark.parametrize("case", ["file", "dangling", "seed"])
+def test_train_bad_out_dir_or_seed_is_one_line_exit_2(tmp_path, case):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    flags = []
+    if case == "file":
+        out.write_text("not a folder")
+        expected = f"--out_dir {out}: exists and is not a folder"
+    elif case == "dangling":
+        out.symlink_to(tmp_path / "gone")
+        expected = f"--out_dir {out}: is a dangling symlink"
+    else:
+        flags = [f"--seed={2**32}"]
+        expected = f"--seed must be in [0, 2147483647], got {2**32}"
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "train.py", f"--out_dir={out}", "--data_source=samples",
+                           "--steps=1", *flags], cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and lines[-1].startswith("error: ") and expected in lines[-1], proc.stderr[-2000:]
+    if case == "seed":
+        assert not out.exists()

@@ -361,14 +361,24 @@ class _Data:
     bench_sets: list
 
 
+#: Largest ``--seed``: numpy's seed range (< 2**32) with room for the per-worker offsets.
+MAX_SEED = 2**31 - 1
+
+
 def _set_up_job(opts: TrainOptions) -> _Job:
     """Model config, strategy and batch split; creates and locks the job folder, checks it.
 
     On success the caller owns ``job.lock`` (release it when the run ends).
     """
+    from edsr_tf.cli_args import output_path_error
     from edsr_tf.training.strategy import make_strategy, worker_info
 
+    if not 0 <= opts.seed <= MAX_SEED:  # numpy seeds are < 2**32; workers add offsets to it
+        raise TrainError(f"--seed must be in [0, {MAX_SEED}], got {opts.seed}")
     out = Path(opts.out_dir)
+    problem = output_path_error(out, "--out_dir", folder=True)
+    if problem:  # a file, a dangling symlink, an unwritable parent: before anything is made
+        raise TrainError(problem)
     config = model_config(opts)
     try:
         strategy = make_strategy(opts.strategy)
