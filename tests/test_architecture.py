@@ -1,4 +1,4 @@
-"""Layering: library modules never import a command-line front end; one evaluate_set."""
+"""Layering: each module imports only from its layer or below (the README's order); one evaluate_set."""
 
 from __future__ import annotations
 
@@ -52,6 +52,77 @@ def test_library_modules_never_import_a_cli():
         if bad:
             offenders.append(f"{path.relative_to(REPO)} imports {', '.join(bad)}")
     assert not offenders, "library modules import command-line modules:\n" + "\n".join(offenders)
+
+
+#: The README's layers, bottom up (a module is in the layer of its longest matching prefix).
+LAYERS = (
+    ("leaves", ("edsr_tf.metrics", "edsr_tf.imresize", "edsr_tf.images", "edsr_tf.fileio", "edsr_tf.dihedral",
+                "edsr_tf.pretrained", "edsr_tf.quant_ranges", "edsr_tf.precision", "edsr_tf.lazy",
+                "edsr_tf.sample_data", "edsr_tf.benchmark_sets")),
+    ("models", ("edsr_tf.models",)),
+    ("data/inference/evaluation/export", ("edsr_tf.data", "edsr_tf.inference", "edsr_tf.inference_precision",
+                                          "edsr_tf.evaluation", "edsr_tf.torch_import", "edsr_tf.export")),
+    ("training", ("edsr_tf.training",)),
+    ("front ends", ("edsr_tf.cli_args", "edsr_tf.evaluate", "edsr_tf.upscale", "edsr_tf.convert",
+                    "edsr_tf.export.cli", "edsr_tf.training.flags", "edsr_tf.training.cli",
+                    "edsr_tf.pretrained.__main__")),
+)
+#: Known upward imports: training.app's ``main`` is train.py's front end (flags, exit codes) and
+#: its job-folder check words errors as --out_dir; moving them out would empty this.
+ALLOWED_UP = {("edsr_tf.training.app", "edsr_tf.cli_args"), ("edsr_tf.training.app", "edsr_tf.training.flags")}
+
+
+def _layer(module: str) -> int | None:
+    """Index in :data:`LAYERS` of ``module`` (or of a name imported from it), None if not ours."""
+    best, length = None, -1
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > length:
+                best, length = i, len(p)
+    return best
+
+
+def _owner(module: str) -> str:
+    """The longest LAYERS prefix of ``module`` (``edsr_tf.cli_args.EXIT_USAGE`` → ``edsr_tf.cli_args``)."""
+    return max((p for _, ps in LAYERS for p in ps if module == p or module.startswith(p + ".")), key=len)
+
+
+def _upward_imports(files: list[Path], root: Path = REPO) -> tuple[list[str], list[str]]:
+    """(imports from a higher layer not in :data:`ALLOWED_UP`, package modules in no layer)."""
+    offenders, unplaced = [], []
+    for path in files:
+        name = _module_name(path, root)
+        if path.relative_to(root).parts[0] != "edsr_tf" or name == "edsr_tf":
+            continue
+        own = _layer(name)
+        if own is None:
+            unplaced.append(name)
+            continue
+        for imported in sorted(_imports(path, root)):
+            up = _layer(imported)
+            if up is not None and up > own and (name, _owner(imported)) not in ALLOWED_UP:
+                offenders.append(f"{name} ({LAYERS[own][0]}) imports {imported} ({LAYERS[up][0]})")
+    return offenders, unplaced
+
+
+def test_every_module_imports_only_from_its_layer_or_below():
+    offenders, unplaced = _upward_imports(_source_files())
+    assert not unplaced, f"modules in no layer (add them to LAYERS and the README): {unplaced}"
+    assert not offenders, "imports from a higher layer:\n" + "\n".join(offenders)
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path):
+    """A model importing the evaluation (a layer up), even lazily, is reported; the allowed one is not."""
+    (tmp_path / "edsr_tf" / "models").mkdir(parents=True)
+    (tmp_path / "edsr_tf" / "training").mkdir(parents=True)
+    bad = tmp_path / "edsr_tf" / "models" / "x.py"
+    bad.write_text("def f():\n    from edsr_tf.evaluation import evaluate_set\n")
+    app = tmp_path / "edsr_tf" / "training" / "app.py"
+    app.write_text("from edsr_tf.cli_args import EXIT_USAGE\n")
+    assert _upward_imports([bad, app], tmp_path) == (
+        ["edsr_tf.models.x (models) imports edsr_tf.evaluation (data/inference/evaluation/export)",
+         "edsr_tf.models.x (models) imports edsr_tf.evaluation.evaluate_set "
+         "(data/inference/evaluation/export)"], [])
 
 
 def test_evaluate_cli_does_not_import_the_upscale_cli():
