@@ -44,14 +44,27 @@ class CommandFailed(Exception):
     exit_code = EXIT_FAILED
 
 
+#: Control characters (a newline in a file name would split a one-line message).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(text: str, stream: Any = None) -> str:
+    """``text`` as one line that ``stream`` (default stdout) can print: control characters
+    escaped (``\\n``), and what its encoding cannot hold (a non-UTF-8 file name's surrogate
+    escapes, under a strict ASCII locale) as backslash escapes instead of an exception."""
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+    encoding = getattr(stream if stream is not None else sys.stdout, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding)
+
+
 def print_error(msg: str) -> None:
     """Prints ``error: msg`` on stderr (the one-line form every CLI error takes)."""
-    print(f"error: {msg}", file=sys.stderr, flush=True)
+    print(f"error: {printable(msg, sys.stderr)}", file=sys.stderr, flush=True)
 
 
 def print_note(msg: str) -> None:
     """Prints ``note: msg`` on stderr."""
-    print(f"note: {msg}", file=sys.stderr, flush=True)
+    print(f"note: {printable(msg, sys.stderr)}", file=sys.stderr, flush=True)
 
 
 def deprecation_note(old: str, new: str) -> None:
@@ -511,7 +524,7 @@ class CommandLine:
 
     def warning(self, msg: str) -> None:
         """``warning: msg`` on stderr."""
-        print(f"warning: {translate_flags(msg, self.renames)}", file=sys.stderr)
+        print(f"warning: {printable(translate_flags(msg, self.renames), sys.stderr)}", file=sys.stderr)
 
     @property
     def tiling(self) -> TileOptions:

@@ -36,6 +36,7 @@ from edsr_tf.cli_args import (
     add_max_pixels,
     add_sr_flags,
     output_path_error,
+    printable,
     resolve_weights,
     run_command,
     sr_args_error,
@@ -372,9 +373,10 @@ def _upscale(cli: CommandLine) -> int:
             out, alpha = upscale_image(img, scale, model, **tiling.kwargs(), progress=progress)
             write_image(dst, out, alpha=alpha)
             if not args.quiet:
-                tqdm.write(
+                # printable: a non-UTF-8 name on a strict stdout must not fail a written file
+                tqdm.write(printable(
                     f"{src} -> {dst} ({out.shape[1]}x{out.shape[0]}, "
-                    f"{time.perf_counter() - t0:.1f}s)", file=sys.stdout,
+                    f"{time.perf_counter() - t0:.1f}s)", sys.stdout), file=sys.stdout,
                 )
         except (ImageReadError, ImageWriteError, OSError) as e:
             failures += 1

@@ -357,3 +357,33 @@ def test_train_bad_out_dir_or_seed_is_one_line_exit_2(tmp_path, case):
     assert proc.returncode == 2 and lines[-1].startswith("error: ") and expected in lines[-1], proc.stderr[-2000:]
     if case == "seed":
         assert not out.exists()
+
+
+# ------------------------------------------------------------------ 13, 15: odd file names
+
+
+def test_non_utf8_name_under_strict_stdout_is_written_and_exits_0(tmp_path):
+    import subprocess
+    import sys
+
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
+    Image.fromarray(np.full((6, 6, 3), 9, np.uint8)).save(tmp_path / name)
+    env = {**os.environ, "PYTHONIOENCODING": "ascii:strict", "LC_ALL": "C"}
+    proc = subprocess.run([sys.executable, "-m", "edsr_tf.upscale", "--bicubic", "--scale", "2",
+                           "--out_dir", str(tmp_path / "o"), str(tmp_path)], capture_output=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert b"Traceback" not in proc.stderr
+    assert b"caf\\udce9.png -> " in proc.stdout
+    assert os.listdir(os.fsencode(tmp_path / "o")) == [b"caf\xe9_x2_bicubic.png"]
+
+
+def test_newline_in_a_file_name_keeps_the_error_on_one_line(tmp_path, capsys):
+    from edsr_tf.upscale import main
+
+    bad = tmp_path / "two\nlines.png"
+    bad.write_bytes(b"not an image")
+    assert main(["--bicubic", "--scale", "2", "--quiet", "--out_dir", str(tmp_path / "o"), str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: ") and "two\\nlines.png: " in err[0]
+    assert err[1] == "error: 1 of 1 input(s) failed" and len(err) == 2
