@@ -292,3 +292,29 @@ def test_corrupt_training_image_is_named(tmp_path):
     assert "Traceback" not in proc.stderr
     last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
     assert last.startswith("error: unreadable training image") and "broken.png" in last, last
+
+
+@pytest.mark.parametrize("error, code", [
+    ("config", 2),       # a flag to change
+    ("failed_work", 1),  # no checkpoint restored, an unreadable run_config.json
+    ("io", 1),           # not a TrainError at all
+])
+def test_exit_code_is_the_errors_own(monkeypatch, capsys, error, code):
+    """train.py's exit status comes from the error raised, not from what it happened to chain."""
+    from edsr_tf.training import app
+
+    def fail(_opts):
+        if error == "io":
+            raise PermissionError("denied")
+        try:
+            raise OSError("an unrelated failure being handled")  # the old rule read this context
+        except OSError:
+            raise app.TrainError("--resume: bad", failed_work=error == "failed_work")
+
+    monkeypatch.setattr(app, "train", fail)
+    monkeypatch.setattr(app.TrainOptions, "from_flags", classmethod(lambda cls, flags: None))
+    monkeypatch.delenv("EDSR_TF_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as e:
+        app.main(["train.py"])
+    assert e.value.code == code
+    assert capsys.readouterr().err.strip().startswith("error: ")

@@ -26,7 +26,12 @@ DEFAULT_EDSR_SCALE = 2
 
 
 class TrainError(ValueError):
-    """A configuration problem reported to the user as one line."""
+    """A problem reported to the user as one line: a configuration to change (``train.py`` exits
+    2), or, with ``failed_work``, work that failed, such as no checkpoint restoring (exits 1)."""
+
+    def __init__(self, message: str, *, failed_work: bool = False):
+        super().__init__(message)
+        self.failed_work = failed_work
 
 
 @dataclasses.dataclass
@@ -76,13 +81,16 @@ class TrainOptions:
     qat: bool = False
     qat_calibration_batches: int = 16
     progress: bool = True
+    #: :class:`edsr_tf.data.degrade.Degradation` of the training LR as a dict (JPEG, noise,
+    #: blur; empty: clean bicubic LR). Recorded in run.json and the model card.
+    degradation: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_flags(cls, flags_values) -> "TrainOptions":
         """The options of ``train.py``'s parsed flags (run-time defaults resolved now)."""
         from edsr_tf.models.config import ScaleError, parse_scales
 
-        names = {f.name for f in dataclasses.fields(cls)} - {"scales", "dataset_dir_defaults"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"scales", "dataset_dir_defaults", "degradation"}
         kwargs = {n: getattr(flags_values, n) for n in names}
         kwargs["eval_sets"] = tuple(s.strip() for s in (kwargs["eval_sets"] or ()) if s.strip())
         try:
@@ -91,7 +99,25 @@ class TrainOptions:
             raise TrainError(f"--scale: {e}") from None
         if flags_values.dataset_dir is None:
             kwargs["dataset_dir_defaults"] = tuple(str(d) for d in default_dataset_dirs())
+        kwargs["degradation"] = _degradation_from_flags(flags_values)
         return cls(**kwargs)
+
+
+def _degradation_from_flags(flags_values) -> dict:
+    """The ``--degrade_*`` flags as a checked :class:`~edsr_tf.data.degrade.Degradation` dict."""
+    from edsr_tf.data.degrade import Degradation, DegradationError
+
+    values = {}
+    for name in ("jpeg_prob", "jpeg_quality", "noise_prob", "noise_sigma", "blur_prob", "blur_sigma"):
+        v = getattr(flags_values, f"degrade_{name}")
+        values[name] = tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v
+    if "jpeg_quality" in values:
+        values["jpeg_quality"] = tuple(int(x) if float(x).is_integer() else x for x in values["jpeg_quality"])
+    try:
+        d = Degradation(**values)
+    except DegradationError as e:
+        raise TrainError(f"--degrade_{e}") from None
+    return d.to_dict() if d.active else {}
 
 
 def default_dataset_dirs() -> tuple[Path, ...]:
@@ -307,7 +333,8 @@ def _check_job_dir(opts: TrainOptions, out: Path, config, worker) -> tuple[Path,
         try:
             saved = json.loads(run_file.read_text()).get("model")
         except (OSError, ValueError, AttributeError) as e:
-            raise TrainError(f"--resume: {run_file} is unreadable ({type(e).__name__}: {e})") from None
+            raise TrainError(f"--resume: {run_file} is unreadable ({type(e).__name__}: {e})",
+                             failed_work=isinstance(e, (OSError, json.JSONDecodeError))) from None
         if saved != config.to_dict():
             raise TrainError(
                 f"--resume: {out} was trained with model {saved}, not {config.to_dict()}"
@@ -323,7 +350,7 @@ def _resume(loop) -> int:
     try:
         step = loop.resume()
     except CheckpointError as e:
-        raise TrainError(f"--resume: {e}") from None
+        raise TrainError(f"--resume: {e}", failed_work=True) from None
     if state.state_problem:
         log(f"--resume: {state.directory / STATE_FILE} {state.state_problem}; "
             "found the checkpoints from their files")
@@ -423,6 +450,7 @@ def _seed_and_precision(opts: TrainOptions):
 def _build_data(opts: TrainOptions, job: _Job) -> _Data:
     """Training batches of this worker; validation and benchmark sets (chief only)."""
     from edsr_tf.data import build_train_dataset
+    from edsr_tf.data.degrade import Degradation
 
     worker, config = job.worker, job.config
     # Workers of one job may share out_dir: each writes its own copy of generated data.
@@ -432,8 +460,10 @@ def _build_data(opts: TrainOptions, job: _Job) -> _Data:
         # Workers draw different patches; a single worker keeps the seed as given.
         # Data order is always deterministic: exact --resume depends on it.
         seed=opts.seed + 7919 * worker.index, deterministic=True,
-        cache_dir=opts.cache_dir,
+        cache_dir=opts.cache_dir, degradation=Degradation.from_dict(opts.degradation),
     )
+    if opts.degradation:
+        log(f"training LR: {Degradation.from_dict(opts.degradation).describe()}")
     val_sets = validation_sets(opts, source, config.scales) if worker.is_chief else []
     bench_sets = benchmark_sets(opts, config.scales) if worker.is_chief else []
     return _Data(source, dataset, val_sets, bench_sets)
@@ -644,14 +674,9 @@ def main(argv: Sequence[str]) -> None:
     except expected as e:
         if os.environ.get("EDSR_TF_DEBUG"):
             raise
-        from edsr_tf.training.loop import CheckpointError
-
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print_error(msg)
-        # A TrainError is a configuration problem (a flag to change), except when it reports
-        # work that failed: no checkpoint restores, an unreadable run_config.json.
-        failed_work = isinstance(e.__context__, (CheckpointError, OSError, json.JSONDecodeError))
-        sys.exit(EXIT_USAGE if isinstance(e, TrainError) and not failed_work else EXIT_FAILED)
+        sys.exit(EXIT_USAGE if isinstance(e, TrainError) and not e.failed_work else EXIT_FAILED)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
