@@ -387,3 +387,25 @@ def test_newline_in_a_file_name_keeps_the_error_on_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: ") and "two\\nlines.png: " in err[0]
     assert err[1] == "error: 1 of 1 input(s) failed" and len(err) == 2
+
+
+# ------------------------------------------------------------------ 6: a shared int8 runner
+
+
+def test_int8_runner_shared_by_threads_gives_serial_results():
+    """8 threads, each with its own input size, share one LiteRT runner (as they can share
+    the Keras model): every result equals the serial one, no RuntimeError."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edsr_tf.export.tflite import TFLiteRunner
+
+    path = Path(__file__).resolve().parents[1] / "edsr_tf" / "pretrained" / "edsr_baseline_x2.int8.tflite"
+    runner = TFLiteRunner(path, num_threads=1)
+    rng = np.random.default_rng(6)
+    inputs = [rng.uniform(0, 255, (1, 6 + i, 9 - i % 3, 3)).astype(np.float32) for i in range(8)]
+    serial = [runner.run(x) for x in inputs]
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(4):
+            got = list(pool.map(runner.run, inputs))
+            for want, y in zip(serial, got):
+                np.testing.assert_array_equal(y, want)

@@ -23,6 +23,7 @@ uses; ``int8_ranges="minmax"`` gives the plain converter result.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -322,6 +323,10 @@ class TFLiteRunner:
     ``allocate_tensors``: a model converted from ``(None, None, 3)`` reports
     ``[1, 1, 1, 3]`` until resized). Quantized uint8/int8 inputs and outputs are
     (de)quantized with the model's own parameters.
+
+    Safe to share between threads (as a Keras model is): a LiteRT interpreter is not, so
+    each :meth:`run` (resize, set, invoke, get) holds the runner's lock; the interpreter
+    itself uses ``num_threads`` inside one call.
     """
 
     runtime = "litert"
@@ -337,6 +342,7 @@ class TFLiteRunner:
         self.output_index = self.interpreter.get_output_details()[0]["index"]
         self.signature = tuple(int(d) for d in self.input["shape_signature"])
         self._shape: tuple[int, ...] | None = None
+        self._lock = threading.Lock()
         if all(d > 0 for d in self.signature):  # fixed-shape (tile) model
             self.interpreter.allocate_tensors()
             self._shape = tuple(int(d) for d in self.input["shape"])
@@ -365,16 +371,17 @@ class TFLiteRunner:
     def run(self, images: np.ndarray) -> np.ndarray:
         """float32 ``[N,H,W,3]`` in [0, 255] → float32 ``[N,sH,sW,3]``."""
         x = np.asarray(images, dtype=np.float32)
-        self._prepare(tuple(x.shape))
         dtype = self.input_dtype
         if dtype != np.float32:
             scale, zero = self.input["quantization"]
             info = np.iinfo(dtype)
             x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-        self.interpreter.set_tensor(self.input["index"], x)
-        self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output_index)
-        out = self.interpreter.get_output_details()[0]
+        with self._lock:  # one interpreter: resize, input, invoke and output belong together
+            self._prepare(tuple(x.shape))
+            self.interpreter.set_tensor(self.input["index"], x)
+            self.interpreter.invoke()
+            y = self.interpreter.get_tensor(self.output_index)  # a copy
+            out = self.interpreter.get_output_details()[0]
         if y.dtype != np.float32:
             scale, zero = out["quantization"]
             y = (y.astype(np.float32) - zero) * scale
