@@ -201,3 +201,20 @@ def test_mdsr_applies_res_scale_like_edsr():
         assert np.abs(z - outputs[1.0][key]).max() > 1e-3, key
     # The default keeps the paper's MDSR (and every existing weights file) unchanged.
     assert ModelConfig.from_preset("mdsr_baseline").res_scale == 1.0
+
+
+def test_a_load_failure_keeps_its_cause_and_is_not_called_another_model(tmp_path, monkeypatch):
+    """An I/O error while Keras reads the weights is reported as such, with the cause chained."""
+    import keras
+
+    config = tiny()
+    path = save_model(build_model(config), tmp_path / "m.weights.h5", config)
+
+    def broken(self, *a, **k):
+        raise OSError("Unable to synchronously read data (disk gone)")
+
+    monkeypatch.setattr(keras.Model, "load_weights", broken)
+    with pytest.raises(ModelFileError) as e:
+        load_model(path)
+    assert "cannot read the weights" in str(e.value) and "disk gone" in str(e.value)
+    assert "another model" not in str(e.value) and isinstance(e.value.__cause__, OSError)

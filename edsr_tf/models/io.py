@@ -247,9 +247,11 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, ModelConfig]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Keras warns per layer; we raise one line instead
             model.load_weights(path)
-    except Exception as e:  # Keras raises ValueError/KeyError/OSError variously.
+    except OSError as e:  # the file went bad while read: not another model's weights
+        raise ModelFileError(f"{path}: cannot read the weights ({_keras_load_reason(e)})") from e
+    except Exception as e:  # Keras raises ValueError/KeyError variously for weights that do not fit
         raise ModelFileError(
             f"{path}: weights do not fit the embedded config ({_describe(config)}): "
             f"{_keras_load_reason(e)} (weights of another model?)"
-        ) from None
+        ) from e  # the cause kept for EDSR_TF_DEBUG tracebacks; the message stays one line
     return model, config
