@@ -173,14 +173,17 @@ def small_tile_warning(model, scale: int, tile, tile_overlap: int | None = None)
     """
     if not isinstance(tile, int) or isinstance(tile, bool) or tile <= 0:
         return None
-    overlap = (receptive_field_radius(single_scale_model(model, scale)) if tile_overlap is None
-               else int(tile_overlap))
+    radius = receptive_field_radius(single_scale_model(model, scale))
+    overlap = radius if tile_overlap is None else int(tile_overlap)
     if tile >= overlap:
         return None
     cost = ((tile + 2 * overlap) / tile) ** 2
+    # An overlap past the receptive field buys nothing: advise lowering it, not a huge tile.
+    advice = (f"--tile {overlap} or more" if overlap <= radius else
+              f"--tile_overlap {radius} (the model's receptive field; more changes nothing) "
+              f"with --tile {radius} or more")
     return (f"--tile {tile} is smaller than the tile overlap ({overlap} px per side): every tile "
-            f"computes {cost:,.0f}x the pixels it keeps; use --tile auto (the default) or "
-            f"--tile {overlap} or more")
+            f"computes {cost:,.0f}x the pixels it keeps; use --tile auto (the default) or {advice}")
 
 
 # model → {scale: tf.function}. Weak keys so a discarded model (and its graph) is freed.

@@ -130,6 +130,18 @@ def load_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ConversionError(f"{path}: no such checkpoint file", option="torch_checkpoint")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ConversionError(f"{path}: cannot read ({e.strerror or e})") from None
+    # torch.save writes a zip archive (legacy files: a pickle, protocol >= 2); anything else
+    # (a text file) made torch fail with a bare "KeyError: 101" (the pickle opcode 'e').
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+        raise ConversionError(
+            f"{path}: not a PyTorch checkpoint (torch.save writes a zip archive; this file starts "
+            f"with {magic!r})"
+        )
+    try:
         import torch
     except ImportError:
         raise ConversionError(

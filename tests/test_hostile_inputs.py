@@ -409,3 +409,53 @@ def test_int8_runner_shared_by_threads_gives_serial_results():
             got = list(pool.map(runner.run, inputs))
             for want, y in zip(serial, got):
                 np.testing.assert_array_equal(y, want)
+
+
+# ------------------------------------------------------------------ 15: small ones
+
+
+def test_bad_data_range_is_a_usage_error(tmp_path):
+    from edsr_tf.training.app import TrainError, TrainOptions, train
+
+    opts = TrainOptions(out_dir=str(tmp_path / "run"), data_source="samples", data_range="zz", steps=1)
+    with pytest.raises(TrainError, match=r"--data_range: bad data_range 'zz'"):
+        train(opts)
+    assert not (tmp_path / "run").exists()
+
+
+def test_huge_tile_overlap_advice_names_the_overlap_not_a_huge_tile():
+    from edsr_tf.inference import receptive_field_radius, small_tile_warning
+    from edsr_tf.models import ModelConfig, build_model
+
+    model = build_model(ModelConfig("edsr", (2,), n_resblocks=1, n_feats=8))
+    radius = receptive_field_radius(model)
+    text = small_tile_warning(model, 2, 64, tile_overlap=1_000_000)
+    assert f"--tile_overlap {radius} (the model's receptive field" in text and "1000000 or more" not in text
+    assert small_tile_warning(model, 2, 1).endswith(f"--tile {radius} or more")
+
+
+def test_convert_of_a_text_file_says_what_it_is(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from edsr_tf import convert
+
+    text = tmp_path / "notes.pt"
+    text.write_text("hello, this is not a checkpoint\n")
+    rc = convert.main(["--torch_checkpoint", str(text), "--model", "edsr_baseline", "--out_dir",
+                       str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "KeyError" not in err[0]
+    assert f"{text}: not a PyTorch checkpoint (torch.save writes a zip archive" in err[0]
+
+
+def test_export_progress_line_without_latency_has_no_nan(tmp_path, capsys):
+    from edsr_tf.export import ExportOptions, export_model
+    from edsr_tf.models import ModelConfig, build_model
+
+    config = ModelConfig("edsr", (2,), n_resblocks=1, n_feats=8)
+    photo = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    lines = []
+    export_model(build_model(config), config, tmp_path / "out",
+                 ExportOptions(formats=("tflite",), quantize=("none",), latency_runs=0,
+                               verify_images=[("noise", photo)]), progress=lines.append)
+    done = [ln for ln in lines if "✓" in ln]
+    assert done and not any("nan" in ln for ln in done), lines

@@ -372,8 +372,8 @@ class _Build:
             return
         parity = (f"max|Δ| {rec['max_abs_diff']:.2e}" if c.quant == "none"
                   else f"PSNR {rec['psnr_db']:.2f} dB (drop {rec['psnr_drop_db']:+.3f} dB)")
-        self.say(f"{where}: {rec['size_bytes'] / 1e6:.2f} MB, {parity}, "
-                 f"{rec.get('latency_ms', float('nan')):.1f} ms ✓")
+        latency = f", {rec['latency_ms']:.1f} ms" if rec.get("latency_ms") is not None else ""  # --latency_runs 0
+        self.say(f"{where}: {rec['size_bytes'] / 1e6:.2f} MB, {parity}{latency} ✓")
 
     @staticmethod
     def _label(target: ScaleTarget, c: Candidate) -> str:

@@ -110,9 +110,7 @@ def _degradation_from_flags(flags_values) -> dict:
     values = {}
     for name in ("jpeg_prob", "jpeg_quality", "noise_prob", "noise_sigma", "blur_prob", "blur_sigma"):
         v = getattr(flags_values, f"degrade_{name}")
-        values[name] = tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v
-    if "jpeg_quality" in values:
-        values["jpeg_quality"] = tuple(int(x) if float(x).is_integer() else x for x in values["jpeg_quality"])
+        values[name] = tuple(v) if isinstance(v, (list, tuple)) else v
     try:
         d = Degradation(**values)
     except DegradationError as e:
@@ -402,6 +400,14 @@ def _set_up_job(opts: TrainOptions) -> _Job:
 
     if not 0 <= opts.seed <= MAX_SEED:  # numpy seeds are < 2**32; workers add offsets to it
         raise TrainError(f"--seed must be in [0, {MAX_SEED}], got {opts.seed}")
+    if opts.data_range is not None:  # a usage error (exit 2), not a data failure
+        from edsr_tf.data import DataError
+        from edsr_tf.data.sources import parse_data_range
+
+        try:
+            parse_data_range(opts.data_range)
+        except DataError as e:
+            raise TrainError(f"--data_range: {e}") from None
     out = Path(opts.out_dir)
     problem = output_path_error(out, "--out_dir", folder=True)
     if problem:  # a file, a dangling symlink, an unwritable parent: before anything is made
