@@ -459,3 +459,14 @@ def test_export_progress_line_without_latency_has_no_nan(tmp_path, capsys):
                                verify_images=[("noise", photo)]), progress=lines.append)
     done = [ln for ln in lines if "✓" in ln]
     assert done and not any("nan" in ln for ln in done), lines
+
+
+# ------------------------------------------------------------------ 5: serving_bytes per request
+
+
+def test_serving_bytes_runs_one_image_at_a_time(serving):
+    """The per-image limit bounds a request only if its images are not decoded and run at
+    once: the map over the request's images has parallel_iterations 1."""
+    graph = serving.loaded.signatures["serving_bytes"].graph.as_graph_def()
+    loops = [n for f in graph.library.function for n in f.node_def if n.op in ("While", "StatelessWhile")]
+    assert loops and all(n.attr["parallel_iterations"].i == 1 for n in loops)

@@ -24,7 +24,8 @@ error that names the limit, which TF Serving returns to the client (HTTP 400). T
 tensor signatures check N x H x W (the pixels run at once); ``serving_bytes`` checks
 each image's W x H from its header *before* decoding it (PNG: the IHDR chunk, JPEG:
 ``tf.io.extract_jpeg_shape``, BMP: the info header), so a few-KB file that declares a
-huge image costs nothing, and refuses a JPEG too short for its frame (truncated: libjpeg
+huge image costs nothing, decodes and runs the images of a request one at a time (its
+memory is that of one image at the limit), and refuses a JPEG too short for its frame (truncated: libjpeg
 would pad it with grey; :func:`edsr_tf.images.jpeg_min_bytes`). ``serving_bytes`` takes
 PNG, JPEG and BMP (GIF and WebP are refused: they may hold many frames, all decoded).
 
@@ -175,7 +176,10 @@ def _endpoints(model: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS):
             img.set_shape([None, None, 3])
             return tf.io.encode_png(as_uint8(img[tf.newaxis])[0])
 
-        out = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([], tf.string))
+        # One image at a time (map_fn's default runs 10 at once): a request's memory is that of
+        # its largest image, which max_pixels bounds, not up to 10 times it.
+        out = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([], tf.string),
+                        parallel_iterations=1)
         return {"sr_image_bytes": out}
 
     f32 = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
