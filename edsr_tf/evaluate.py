@@ -51,6 +51,19 @@ from edsr_tf.images import ImageReadError, write_image
 DEFAULT_DATASETS = "Set5,Set14,B100,Urban100"
 
 
+def jpeg_quality(text: str) -> int:
+    """argparse type: an integer JPEG quality in 1..100."""
+    from argparse import ArgumentTypeError
+
+    try:
+        q = int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"expected an integer in 1..100, got {text!r}") from None
+    if not 1 <= q <= 100:
+        raise ArgumentTypeError(f"expected an integer in 1..100, got {text!r}")
+    return q
+
+
 def build_parser() -> ArgumentParser:
     """The command line of ``python -m edsr_tf.evaluate``."""
     p = ArgumentParser(
@@ -73,6 +86,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the results (per image too) to this JSON file")
     add_flag(p, "--save_dir", "--save-dir", type=Path, metavar="DIR",
              help="also write the SR images to <save_dir>/<set>/")
+    add_flag(p, "--lr_jpeg_quality", "--lr-jpeg-quality", type=jpeg_quality, default=None, metavar="Q",
+             help="protocol for compressed inputs: save each LR (official or MATLAB-bicubic) as a JPEG "
+                  "at quality Q (1..100, Pillow, 4:2:0) and read it back before the model or bicubic")
     add_max_pixels(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -106,6 +122,8 @@ def _evaluate(cli: CommandLine) -> None:
         method = (config.preset or config.arch) + ("+" if tiling.self_ensemble else "")
         if args.precision != "fp32":
             method += f" {args.precision}"
+    if args.lr_jpeg_quality is not None:
+        method += f" (LR JPEG q{args.lr_jpeg_quality})"
     try:
         sets = find_datasets(args.dataset_dir, list(args.eval_sets), scale)
     except DatasetNotFoundError as e:
@@ -133,7 +151,8 @@ def _evaluate(cli: CommandLine) -> None:
                 write_image(folder / f"{scored.image.name}_x{scale}.png", scored.sr)
         try:
             results.append(
-                evaluate_set(sr_fn, eval_set_from_benchmark(bset, max_pixels=args.max_pixels),
+                evaluate_set(sr_fn, eval_set_from_benchmark(bset, max_pixels=args.max_pixels,
+                                                            lr_jpeg_quality=args.lr_jpeg_quality),
                              limit=args.limit, progress=not args.quiet, on_image=on_image)
             )
         except (EvaluationError, ImageReadError, ValueError, OSError) as e:
@@ -153,6 +172,7 @@ def _evaluate(cli: CommandLine) -> None:
             "precision": None if args.bicubic else args.precision,
             "tile": None if args.bicubic else tiling.tile,
             "tile_overlap": tiling.overlap,
+            "lr_jpeg_quality": args.lr_jpeg_quality,
             "seconds": round(seconds, 3),
             "results": results,
         }

@@ -52,6 +52,7 @@ RESULT_KEYS = (
     "generated_lr",   # how many LR images were made from the HR (no LR file)
     "path",           # folder of a benchmark set, else null
     "layout",         # benchmark layout ("edsr", "srf", "hr_only", "div2k"), else null
+    "lr_jpeg_quality",  # LR JPEG-compressed at this quality before SR (compressed-input protocol), else null
     "per_image",      # list of per-image results (IMAGE_KEYS)
 )
 
@@ -138,32 +139,49 @@ class EvalSet:
     div2k: bool = False
     path: str | None = None
     layout: str | None = None
+    #: The LR were JPEG-compressed at this quality (None: as read).
+    lr_jpeg_quality: int | None = None
 
 
 class _PairImages(Sequence):
     """The pairs of a benchmark set, read (and checked) one at a time."""
 
-    def __init__(self, pairs, scale: int, max_pixels: int | None):
+    def __init__(self, pairs, scale: int, max_pixels: int | None, lr_jpeg_quality: int | None = None):
         self._pairs, self._scale, self._max_pixels = list(pairs), int(scale), max_pixels
+        self._jpeg = lr_jpeg_quality
 
     def __len__(self) -> int:
         return len(self._pairs)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return _PairImages(self._pairs[i], self._scale, self._max_pixels)
+            return _PairImages(self._pairs[i], self._scale, self._max_pixels, self._jpeg)
         pair = self._pairs[i]
         try:
             lr, hr = load_pair(pair.hr, pair.lr, self._scale, max_pixels=self._max_pixels)
         except ImageReadError as e:
             raise EvaluationError(str(e)) from None
+        if self._jpeg is not None:
+            from edsr_tf.jpeg import jpeg_roundtrip
+
+            lr = jpeg_roundtrip(lr, self._jpeg)
         return EvalImage(pair.name, lr, hr, generated_lr=pair.lr is None)
 
 
-def eval_set_from_benchmark(bset, *, max_pixels: int | None = None) -> EvalSet:
-    """A :class:`edsr_tf.benchmark_sets.BenchmarkSet` as an :class:`EvalSet` read lazily."""
-    return EvalSet(bset.name, int(bset.scale), _PairImages(bset.pairs, bset.scale, max_pixels),
-                   div2k=bset.div2k, path=str(bset.root), layout=bset.layout)
+def eval_set_from_benchmark(bset, *, max_pixels: int | None = None,
+                            lr_jpeg_quality: int | None = None) -> EvalSet:
+    """A :class:`edsr_tf.benchmark_sets.BenchmarkSet` as an :class:`EvalSet` read lazily.
+
+    ``lr_jpeg_quality``: the protocol for compressed inputs: each LR (official or made by
+    MATLAB bicubic) is saved as a JPEG at this quality and read back
+    (:func:`edsr_tf.jpeg.jpeg_roundtrip`) before the model or bicubic sees it.
+    """
+    if lr_jpeg_quality is not None:
+        from edsr_tf.jpeg import check_quality
+
+        lr_jpeg_quality = check_quality(lr_jpeg_quality)
+    return EvalSet(bset.name, int(bset.scale), _PairImages(bset.pairs, bset.scale, max_pixels, lr_jpeg_quality),
+                   div2k=bset.div2k, path=str(bset.root), layout=bset.layout, lr_jpeg_quality=lr_jpeg_quality)
 
 
 def load_benchmark_set(dataset_dir: str | os.PathLike, name: str, scale: int, *,
@@ -322,6 +340,7 @@ def evaluate_set(
         "generated_lr": sum(r["generated_lr"] for r in rows),
         "path": eval_set.path,
         "layout": eval_set.layout,
+        "lr_jpeg_quality": eval_set.lr_jpeg_quality,
         "per_image": rows,
     }
 

@@ -54,6 +54,7 @@ from edsr_tf.images import (
     write_image,
 )
 from edsr_tf.inference import DEFAULT_TILE, ProgressFn, upscale_tiles
+from edsr_tf.jpeg import COMPRESSED_QUALITY
 
 
 def bicubic_channels(a: np.ndarray, scale: int) -> np.ndarray:
@@ -274,6 +275,11 @@ def build_parser() -> ArgumentParser:
     add_sr_flags(p, weights_help=WEIGHTS_HELP + "; default: the shipped edsr_baseline model for "
                  "--scale (default x2)", bicubic_help="MATLAB-bicubic upscaling instead of a model",
                  ensemble_help="average the 8 flips/rotations (EDSR+; 8x slower)")
+    add_flag(p, "--input_type", "--input-type", choices=INPUT_TYPES, default="auto",
+             help="which shipped model runs when --weights is not given: auto (default) gives JPEG "
+                  f"files of estimated quality <= {COMPRESSED_QUALITY} (read from their quantization "
+                  "tables) the JPEG-robust model where one is shipped, so their 8x8 blocks are not "
+                  "sharpened, and every other input the bicubic-trained model; clean or jpeg forces one")
     add_flag(p, "--out_dir", "--out", type=Path, default=Path("."), metavar="DIR",
              help="output folder (created if needed; default: the current folder)")
     p.add_argument("--format", choices=("png", "keep"), default="png",
@@ -298,6 +304,41 @@ def _skipped_notice(skipped: Sequence[Path]) -> list[str]:
     return lines
 
 
+INPUT_TYPES = ("auto", "clean", "jpeg")
+
+
+def choose_shipped_model(src: Path, scale: int, input_type: str = "auto") -> tuple[str, str]:
+    """``(name, why)``: the shipped model for the input ``src`` when no weights are given.
+
+    JPEG-robust (``edsr_baseline_x<s>_jpeg``) for a JPEG whose estimated quality is at most
+    :data:`edsr_tf.jpeg.COMPRESSED_QUALITY` (or ``input_type="jpeg"``), when shipped for
+    ``scale``; else the bicubic-trained default. ``why`` says which rule chose it.
+    Raises :class:`edsr_tf.pretrained.PretrainedError` when no model is shipped for ``scale``.
+    """
+    from edsr_tf.jpeg import file_quality
+    from edsr_tf.pretrained import default_model, jpeg_model
+
+    clean = default_model(scale).name
+    if input_type == "clean":
+        return clean, "--input_type clean"
+    quality = None
+    if input_type == "auto":
+        try:
+            quality = file_quality(src)
+        except OSError:
+            quality = None  # unreadable: read_image reports it
+        if quality is None:
+            return clean, "not a JPEG"
+        if quality > COMPRESSED_QUALITY:
+            return clean, f"JPEG of estimated quality {quality} > {COMPRESSED_QUALITY}, barely compressed"
+    why = "--input_type jpeg" if quality is None else \
+        f"JPEG of estimated quality {quality} <= {COMPRESSED_QUALITY}"
+    robust = jpeg_model(scale)
+    if robust is None:
+        return clean, f"{why}, but no JPEG-robust x{scale} model is shipped"
+    return robust.name, f"{why}: the JPEG-robust model"
+
+
 def _model_and_scale(args) -> tuple[str | None, int]:
     """``(weights, scale)``: the model to run (None for --bicubic) and its resolved scale.
 
@@ -314,10 +355,9 @@ def _model_and_scale(args) -> tuple[str | None, int]:
             shipped = default_model(args.scale or 2)
         except PretrainedError as e:
             raise UsageError(f"--weights not given and {e}; pass --weights W or --bicubic") from None
-        weights = shipped.name
-        if not args.quiet:
-            print(f"using the shipped model {shipped.name} ({shipped.figures()}; --weights to choose another)",
-                  file=sys.stderr)
+        weights = shipped.name  # the bicubic-trained model; per input see choose_shipped_model
+    elif args.input_type != "auto":
+        raise UsageError("--input_type chooses among the shipped models: drop it or --weights")
     _config, scale = resolve_weights(weights, args.scale)
     return weights, scale
 
@@ -349,9 +389,36 @@ def _upscale(cli: CommandLine) -> int:
         print(f"note: {src}: {dst} exists, skipped (--overwrite replaces it)", file=sys.stderr)
     failures = len(unlisted) + len(plan.errors)
 
-    model = None
-    if plan.jobs and not args.bicubic:
-        model, _config = cli.load_runner(weights, scale)  # --precision: Keras, bf16 or TFLite int8
+    # The model of each input: --weights, or the shipped model its kind calls for.
+    chosen: dict[Path, str | None] = {}
+    if not args.bicubic:
+        reasons: dict[str, list[str]] = {}
+        for src, _info, _dst in plan.jobs:
+            name, why = (weights, "") if args.weights else choose_shipped_model(src, scale, args.input_type)
+            chosen[src] = name
+            reasons.setdefault(name, [])
+            if why not in reasons[name]:
+                reasons[name].append(why)
+        if not args.weights and not args.quiet:
+            from edsr_tf.pretrained import load_manifest
+
+            shipped = load_manifest()
+            for name, whys in reasons.items():
+                print(printable(f"using the shipped model {name} ({shipped[name].figures()}) for "
+                                f"{sum(1 for n in chosen.values() if n == name)} input(s): {'; '.join(whys)} "
+                                "(--input_type or --weights to choose another)", sys.stderr), file=sys.stderr)
+    runners: dict[str, object] = {}
+
+    def runner_for(src: Path):
+        name = chosen.get(src)
+        if name is None:
+            return None
+        if name not in runners:
+            runners[name], _config = cli.load_runner(name, scale)  # --precision: Keras, bf16 or TFLite int8
+        return runners[name]
+
+    for name in dict.fromkeys(chosen.values()):  # load (and check) every model before any work
+        runner_for(next(src for src, n in chosen.items() if n == name))
 
     from tqdm import tqdm
 
@@ -370,7 +437,7 @@ def _upscale(cli: CommandLine) -> int:
         try:
             t0 = time.perf_counter()
             img = read_image(src, max_pixels=args.max_pixels)
-            out, alpha = upscale_image(img, scale, model, **tiling.kwargs(), progress=progress)
+            out, alpha = upscale_image(img, scale, runner_for(src), **tiling.kwargs(), progress=progress)
             write_image(dst, out, alpha=alpha)
             if not args.quiet:
                 # printable: a non-UTF-8 name on a strict stdout must not fail a written file

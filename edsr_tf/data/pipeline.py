@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from edsr_tf.data.cache import CachedImage, DecodedImageCache, decode_rgb
+from edsr_tf.data.degrade import Degradation, degrade
 from edsr_tf.data.patches import quantize, random_aligned_crops, random_crops
 from edsr_tf.data.sources import (
     DataError,
@@ -250,10 +251,15 @@ def downscale_patches(hr: tf.Tensor, scale: int) -> tf.Tensor:
 
 def _scale_train_dataset(source: DataSource, scale: int, *, patch_size: int, batch_size: int, seed: int,
                          deterministic: bool, cache: DecodedImageCache | None, crops_per_image: int,
-                         shuffle_buffer: int) -> tf.data.Dataset:
+                         shuffle_buffer: int, degradation: Degradation) -> tf.data.Dataset:
     order_seed, crop_seed, patch_seed = _seeds(seed, scale, n=3)
-    images = _images(source, scale, train=True, cache=cache, patch_size=patch_size, shuffle_seed=order_seed)
-    hp = patch_size * scale
+    (degrade_seed,) = _seeds(seed, scale, 1, n=1)
+    # Degraded LR is made on a crop `margin` px larger, then cut at a random offset.
+    crop_size = patch_size + degradation.crop_margin
+    images = _images(source, scale, train=True, cache=cache, patch_size=crop_size, shuffle_seed=order_seed)
+    if degradation.blur_prob > 0 and not images.generated:
+        raise DataError("blur (before downscaling) needs an HR-only source: this one has LR files")
+    hp = crop_size * scale
 
     def crop(counter: tf.Tensor, row: dict[str, Any]):
         pair_seed = tf.stack([tf.constant(crop_seed, tf.int64), counter])
@@ -263,9 +269,9 @@ def _scale_train_dataset(source: DataSource, scale: int, *, patch_size: int, bat
         lr = _load(row["lr"])
         if images.tfds_dataset is not None:  # sizes not checked up front
             lr_s, hr_s = tf.shape(lr), tf.shape(hr)
-            fits = tf.reduce_all([lr_s[0] >= patch_size, lr_s[1] >= patch_size, hr_s[0] >= hp, hr_s[1] >= hp])
+            fits = tf.reduce_all([lr_s[0] >= crop_size, lr_s[1] >= crop_size, hr_s[0] >= hp, hr_s[1] >= hp])
             tf.debugging.Assert(fits, ["image smaller than the patch: LR", lr_s, "HR", hr_s])
-        return random_aligned_crops(lr, hr, scale, patch_size, crops_per_image, pair_seed)
+        return random_aligned_crops(lr, hr, scale, crop_size, crops_per_image, pair_seed)
 
     ds = images.dataset(shuffle_seed=order_seed, repeat=True).enumerate()
     ds = ds.map(crop, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
@@ -273,7 +279,14 @@ def _scale_train_dataset(source: DataSource, scale: int, *, patch_size: int, bat
     # seed generator that iterator checkpoints do not restore (see _epoch_order).
     ds = ds.unbatch().shuffle(shuffle_buffer, seed=patch_seed, reshuffle_each_iteration=False)
     ds = ds.batch(batch_size, drop_remainder=True)
-    if images.generated:
+    if degradation.active:
+        def degraded(i: tf.Tensor, batch):
+            lr, hr = (None, batch) if images.generated else batch
+            return degrade(lr, hr, scale=scale, patch_size=patch_size, degradation=degradation,
+                           seed=tf.stack([tf.constant(degrade_seed, tf.int64), i]), downscale=downscale_patches)
+
+        ds = ds.enumerate().map(degraded, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    elif images.generated:
         ds = ds.map(lambda hr: (downscale_patches(hr, scale), tf.cast(hr, tf.float32)),
                     num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     else:
@@ -292,6 +305,7 @@ def build_train_dataset(
     cache_dir: str | os.PathLike | None = None,
     crops_per_image: int = DEFAULT_CROPS_PER_IMAGE,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    degradation: Degradation | None = None,
 ) -> tf.data.Dataset:
     """Infinite dataset of ``(lr, hr)`` float32 batches ``[B,p,p,3]`` / ``[B,sp,sp,3]`` in [0, 255].
 
@@ -303,8 +317,11 @@ def build_train_dataset(
     (``deterministic=False`` lets parallel map return elements out of order: faster, same
     patches but in varying order). ``cache_dir``: decoded-image cache (see
     :mod:`edsr_tf.data.cache`), built on first use, reused and re-checked afterwards.
+    ``degradation``: JPEG/noise/blur applied to the LR of each batch
+    (:mod:`edsr_tf.data.degrade`; None or the default: clean bicubic LR).
     """
     scales_t = _scales(scales)
+    degradation = degradation or Degradation()
     for name, value in (("patch_size", patch_size), ("batch_size", batch_size),
                         ("crops_per_image", crops_per_image), ("shuffle_buffer", shuffle_buffer)):
         if int(value) < 1:
@@ -315,7 +332,7 @@ def build_train_dataset(
     per_scale = [
         _scale_train_dataset(source, s, patch_size=int(patch_size), batch_size=int(batch_size), seed=int(seed),
                              deterministic=deterministic, cache=cache, crops_per_image=int(crops_per_image),
-                             shuffle_buffer=int(shuffle_buffer))
+                             shuffle_buffer=int(shuffle_buffer), degradation=degradation)
         for s in scales_t
     ]
     if len(per_scale) == 1:

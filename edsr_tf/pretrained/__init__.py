@@ -150,10 +150,20 @@ def default_model(scale: int, directory: str | os.PathLike | None = None) -> Pre
     if name in models:
         return models[name]
     for model in sorted(models.values(), key=lambda m: m.name):
-        if int(scale) in model.scales:
+        if int(scale) in model.scales and not model.name.endswith(JPEG_SUFFIX):
             return model
     have = sorted({s for m in models.values() for s in m.scales})
     raise PretrainedError(f"no shipped model for x{scale} (shipped scales: {have or 'none'})")
+
+
+#: Name suffix of the shipped JPEG-robust models (trained on JPEG-compressed LR):
+#: ``edsr_baseline_x2_jpeg`` beside the bicubic-trained ``edsr_baseline_x2``.
+JPEG_SUFFIX = "_jpeg"
+
+
+def jpeg_model(scale: int, directory: str | os.PathLike | None = None) -> PretrainedModel | None:
+    """The shipped JPEG-robust model for ``scale``, or None when none is shipped."""
+    return load_manifest(directory).get(f"edsr_baseline_x{int(scale)}{JPEG_SUFFIX}")
 
 
 #: File name of a shipped model's full-integer TFLite conversion, beside its weights.

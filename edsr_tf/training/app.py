@@ -110,9 +110,7 @@ def _degradation_from_flags(flags_values) -> dict:
     values = {}
     for name in ("jpeg_prob", "jpeg_quality", "noise_prob", "noise_sigma", "blur_prob", "blur_sigma"):
         v = getattr(flags_values, f"degrade_{name}")
-        values[name] = tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v
-    if "jpeg_quality" in values:
-        values["jpeg_quality"] = tuple(int(x) if float(x).is_integer() else x for x in values["jpeg_quality"])
+        values[name] = tuple(v) if isinstance(v, (list, tuple)) else v
     try:
         d = Degradation(**values)
     except DegradationError as e:

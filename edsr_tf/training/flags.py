@@ -66,6 +66,15 @@ def define_flags() -> None:
     flags.DEFINE_string("dataset_dir", None,
                         "Folder with the benchmark sets (<dir>/Set5 or <dir>/benchmark/Set5). Default: "
                         "../shared/data when it exists; sets missing there are skipped with a notice.")
+    # --- degraded LR (edsr_tf/data/degrade.py): models for JPEG photos; all off by default
+    flags.DEFINE_float("degrade_jpeg_prob", 0.0, "Share of training patches whose LR is JPEG-compressed "
+                       "(real JPEG of a larger crop, then cut at a random offset).")
+    flags.DEFINE_list("degrade_jpeg_quality", ["30", "95"], "JPEG quality range LOW,HIGH (1..100).")
+    flags.DEFINE_float("degrade_noise_prob", 0.0, "Share of patches with Gaussian noise added to the LR.")
+    flags.DEFINE_list("degrade_noise_sigma", ["1", "5"], "Noise standard deviation range LOW,HIGH (grey levels).")
+    flags.DEFINE_float("degrade_blur_prob", 0.0, "Share of patches whose HR crop is Gaussian-blurred before "
+                       "downscaling (HR-only sources).")
+    flags.DEFINE_list("degrade_blur_sigma", ["0.5", "1.5"], "Blur sigma range LOW,HIGH (HR pixels).")
     # --- model
     flags.DEFINE_enum("model", "edsr_baseline", sorted(PRESETS), "Model preset.")
     flags.DEFINE_list("scale", None, "Scale (EDSR: one of 2,3,4,8; default 2) or scales (MDSR: "
