@@ -470,3 +470,21 @@ def test_serving_bytes_runs_one_image_at_a_time(serving):
     graph = serving.loaded.signatures["serving_bytes"].graph.as_graph_def()
     loops = [n for f in graph.library.function for n in f.node_def if n.op in ("While", "StatelessWhile")]
     assert loops and all(n.attr["parallel_iterations"].i == 1 for n in loops)
+
+
+def test_nan_weights_are_refused_not_run_to_black(tmp_path, tiny_weights):
+    import h5py
+
+    from edsr_tf.models import load_model
+    from edsr_tf.models.io import ModelFileError
+
+    path = tmp_path / "nan.weights.h5"
+    path.write_bytes(tiny_weights[".weights.h5"].read_bytes())
+    with h5py.File(path, "a") as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) and o.ndim == 4 else None)
+        data = f[names[0]][...]
+        data.flat[0] = np.nan
+        f[names[0]][...] = data
+    with pytest.raises(ModelFileError, match=r"nan\.weights\.h5: 1 weight tensor\(s\) hold NaN or infinity"):
+        load_model(path)

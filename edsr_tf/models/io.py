@@ -254,4 +254,10 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, ModelConfig]:
             f"{path}: weights do not fit the embedded config ({_describe(config)}): "
             f"{_keras_load_reason(e)} (weights of another model?)"
         ) from e  # the cause kept for EDSR_TF_DEBUG tracebacks; the message stays one line
+    bad = [w.path for w in model.weights if not bool(keras.ops.all(keras.ops.isfinite(w.value)))]
+    if bad:  # a diverged training's weights would give black images with exit 0
+        raise ModelFileError(
+            f"{path}: {len(bad)} weight tensor(s) hold NaN or infinity (e.g. {bad[0]}): a diverged "
+            "training? use an earlier checkpoint"
+        )
     return model, config
