@@ -140,6 +140,28 @@ def export_drops(weights: Path, scale: int, dataset_dir: Path, calibration_dir: 
     return drops
 
 
+def degradation_text(run: dict) -> str:
+    """The run's training-LR degradation in words (``clean bicubic LR`` when none)."""
+    from edsr_tf.data.degrade import Degradation
+
+    return Degradation.from_dict(run.get("degradation")).describe()
+
+
+def prior_lineage(init_from: str | None, given: str | None) -> list[dict]:
+    """The legs before this run: ``given`` (JSON), else the lineage on the card of the shipped
+    model the run started from (a card without one counts as one leg of its ``steps``)."""
+    if given:
+        return list(json.loads(given))
+    from edsr_tf.pretrained import load_manifest
+
+    shipped = load_manifest().get(init_from or "")
+    if shipped is None:
+        return []
+    card = shipped.card
+    return list(card.get("lineage") or [{"steps": card.get("steps"), "precision": card.get("precision"),
+                                          "init_from": card.get("init_from"), "command": card.get("command")}])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--name", required=True, help="shipped name, e.g. edsr_baseline_x2")
@@ -151,6 +173,13 @@ def main(argv=None) -> int:
     p.add_argument("--skip_export", action="store_true", help="no TFLite drop figures (faster)")
     p.add_argument("--hardware", default=None, help="training hardware (default: this machine's CPU)")
     p.add_argument("--note", default=None, help="anything about the run the card should say")
+    p.add_argument("--command", default=None,
+                   help="the training command of this run (default: train.py --flagfile=configs/pretrained_<name>.cfg)")
+    p.add_argument("--prior_lineage", default=None,
+                   help="JSON list of the earlier legs ({steps, precision, command}) when --run_dir's "
+                        "--init_from model's card does not record them")
+    p.add_argument("--keep_int8", action="store_true",
+                   help="keep the manifest's int8_tflite entry (only when the int8 file is re-derived next)")
     args = p.parse_args(argv)
 
     from edsr_tf.models import read_config
@@ -188,11 +217,19 @@ def main(argv=None) -> int:
                         "bicubic_psnr": bicubic[s]["psnr"], "bicubic_ssim": bicubic[s]["ssim"],
                         "paper_edsr_baseline_div2k": PAPER_EDSR_BASELINE.get((s, scale))})
         results.append({"set": s, "scale": scale, "self_ensemble": True, **plus[s]})
+    command = args.command or f"python train.py --flagfile=configs/pretrained_{args.name}.cfg"
+    lineage = prior_lineage(run.get("init_from"), args.prior_lineage)
+    lineage.append({"steps": int(run["steps"]), "precision": "fp32 (QAT int8 simulation)" if run.get("qat")
+                    else run.get("mixed_precision", "none"), "init_from": run.get("init_from"),
+                    "training_lr": degradation_text(run), "command": command})
     card = {
         "data": "../shared/data/train: 490 HR images (T91 90, BSD200 200, BSDS500 test 200); "
-                "images smaller than the HR patch skipped; LR by MATLAB-compatible bicubic. No DIV2K.",
+                "images smaller than the HR patch skipped; LR by MATLAB-compatible bicubic"
+                + (f", then {degradation_text(run)}" if run.get("degradation") else "") + ". No DIV2K.",
         "init_from": run.get("init_from"),
         "steps": run["steps"],
+        "total_steps": sum(int(leg["steps"]) for leg in lineage),
+        "lineage": lineage,
         "schedule": (f"Adam(0.9, 0.999, 1e-8), L1, batch {run['batch_size']}, LR patch {run['patch_size']}, "
                      + (f"lr {run['lr']:g} with {run['warmup_steps']} warm-up steps, cosine to "
                         f"{run['lr'] * run['lr_final_ratio']:g}" if run.get("lr_schedule") == "cosine"
@@ -200,7 +237,7 @@ def main(argv=None) -> int:
         "precision": run.get("mixed_precision", "none"),
         "wall_hours": history["wall_hours"],
         "hardware": args.hardware or f"{cpu_name()}, {os.cpu_count()} cores (no GPU)",
-        "command": f"python train.py --flagfile=configs/pretrained_{args.name}.cfg",
+        "command": command,
         "stored_dtype": dtype,
         "fp16_psnr_change_db": round(fp16_delta, 4),
         "fp32_results": fp32,
@@ -213,11 +250,19 @@ def main(argv=None) -> int:
         card["note"] = args.note
     manifest_path = PACKAGE_DIR / MANIFEST
     doc = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
+    old_int8 = doc["models"].get(args.name, {}).get("int8_tflite")
     doc["models"][args.name] = {
         "file": dst.name, "sha256": sha256_of(dst), "size": dst.stat().st_size,
         "arch": config.arch, "preset": config.preset or config.arch, "scales": list(config.scales),
         "card": card,
     }
+    if old_int8 and args.keep_int8:
+        doc["models"][args.name]["int8_tflite"] = old_int8
+    elif old_int8:
+        # The int8 file came from the weights just replaced: it is no longer this model's.
+        stale = PACKAGE_DIR / old_int8["file"]
+        stale.unlink(missing_ok=True)
+        print(f"removed {stale}: re-derive it with benchmarks/qat_int8.py --ship", file=sys.stderr)
     doc["models"] = dict(sorted(doc["models"].items()))
     atomic_write_text(manifest_path, json.dumps(doc, indent=2) + "\n")
     print(json.dumps({k: v for k, v in card.items() if k != "validation_curve"}, indent=2))

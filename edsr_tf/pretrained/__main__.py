@@ -47,6 +47,17 @@ def _drops(card: dict, variant: str) -> str:
     return f"{_fmt(d.get('Set5'), '.3f')}, {_fmt(d.get('Set14'), '.3f')}"
 
 
+def _steps(card: dict) -> str:
+    """Total steps of the model's whole lineage, and the last run's (cards before lineage
+    was recorded give the last run only)."""
+    last = card.get("steps")
+    total = card.get("total_steps")
+    if total is None or total == last:
+        return f"{last:,}" if isinstance(last, int) else str(last)
+    legs = " + ".join(f"{leg['steps']:,} {leg.get('precision') or ''}".strip() for leg in card.get("lineage", []))
+    return f"{total:,} ({legs})"
+
+
 def cards(models: Sequence[PretrainedModel]) -> str:
     """One row per model: how it was trained, stored, and what its TFLite exports lose."""
     rows = []
@@ -54,11 +65,12 @@ def cards(models: Sequence[PretrainedModel]) -> str:
         c = m.card
         rows.append([
             f"`{m.name}`", f"from {c['init_from']}" if c.get("init_from") else "from scratch",
-            str(c.get("steps")), str(c.get("schedule")), str(c.get("precision")),
+            _steps(c), str(c.get("schedule")), str(c.get("precision")),
             f"{_fmt(c.get('wall_hours'))} h", str(c.get("hardware")),
             f"{c.get('stored_dtype')}, {m.size / 1e6:.1f} MB (Δ {_fmt(c.get('fp16_psnr_change_db'), '.4f')} dB)",
             f"{_drops(c, 'dynamic')} / {_drops(c, 'int8')} dB"])
-    return _markdown(["model", "trained", "steps", "schedule", "precision", "wall time", "hardware",
+    return _markdown(["model", "trained", "steps (all runs; last run)", "last run's schedule",
+                      "last run's precision", "wall time", "hardware",
                       "stored", "TFLite dynamic / int8 drop (Set5, Set14)"], rows)
 
 
