@@ -33,6 +33,7 @@ import stat
 import struct
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -185,7 +186,7 @@ def header_size(data: bytes) -> tuple[str, int, int] | None:
     Reads a few header bytes only (JPEG: the markers up to the first frame header), so it
     is safe on any input; ``None`` when the bytes are none of these formats or too short.
     The width/height are the stored ones (before any JPEG EXIF rotation).
-    :func:`edsr_tf.data.cache.decode_rgb` reads the same fields in-graph.
+    :func:`header_size_tf` reads the same fields in-graph.
     """
     b = bytes(data[:32])
     try:
@@ -215,6 +216,64 @@ def header_size(data: bytes) -> tuple[str, int, int] | None:
     except (IndexError, struct.error):
         return None
     return None
+
+
+#: The formats :func:`header_size_tf` tells apart; its format code is the index here (0: other).
+HEADER_FORMATS: tuple[str, ...] = ("", "PNG", "JPEG", "BMP", "GIF", "WEBP")
+
+
+def header_size_tf(data: Any) -> tuple[Any, Any, Any]:
+    """:func:`header_size` in-graph: ``(format, width, height)`` int64 scalars from a string tensor.
+
+    The same fields read with TF ops, so a ``tf.data`` pipeline or a SavedModel signature can
+    check the size before decoding. ``format`` indexes :data:`HEADER_FORMATS` (0 with width =
+    height = 0 for other bytes); a JPEG's size is ``tf.io.extract_jpeg_shape``'s (which fails
+    on a JPEG without a frame header, where :func:`header_size` returns None).
+    """
+    import tensorflow as tf
+
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 32), b"\0" * 32]), 0, 32)
+    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+
+    def u16le(i):
+        return b[i] + 256 * b[i + 1]
+
+    def u24le(i):
+        return b[i] + 256 * b[i + 1] + 65536 * b[i + 2]
+
+    def u32be(i):
+        return ((b[i] * 256 + b[i + 1]) * 256 + b[i + 2]) * 256 + b[i + 3]
+
+    def i32le_abs(i):  # BMP: a negative height means top-down rows
+        v = b[i] + 256 * b[i + 1] + 65536 * b[i + 2] + 16777216 * b[i + 3]
+        return tf.abs(tf.where(v >= 2**31, v - 2**32, v))
+
+    def starts(sig: bytes, at: int = 0):
+        return tf.reduce_all(tf.equal(b[at : at + len(sig)], tf.constant(list(sig), tf.int64)))
+
+    code = {name: i for i, name in enumerate(HEADER_FORMATS)}
+    is_png = starts(_PNG_SIGNATURE) & starts(b"IHDR", 12)
+    is_bmp = starts(b"BM")
+    is_webp = starts(b"RIFF") & starts(b"WEBP", 8)
+    is_jpeg = starts(b"\xff\xd8")
+    cases = [  # (condition, format, width, height), first match wins, as in header_size
+        (is_png, "PNG", u32be(16), u32be(20)),
+        (starts(b"GIF87a") | starts(b"GIF89a"), "GIF", u16le(6), u16le(8)),
+        (is_bmp & tf.equal(u16le(14), 12), "BMP", u16le(18), u16le(20)),  # OS/2 BITMAPCOREHEADER
+        (is_bmp, "BMP", i32le_abs(18), i32le_abs(22)),
+        (is_webp & starts(b"VP8X", 12), "WEBP", 1 + u24le(24), 1 + u24le(27)),
+        (is_webp & starts(b"VP8L", 12), "WEBP",
+         1 + b[21] + 256 * (b[22] % 64), 1 + b[22] // 64 + 4 * b[23] + 1024 * (b[24] % 16)),
+        (is_webp & starts(b"VP8 ", 12), "WEBP", u16le(26) % 16384, u16le(28) % 16384),
+    ]
+    found = tf.cond(  # extract_jpeg_shape fails on other bytes: run it on JPEGs only
+        is_jpeg,
+        lambda: tf.concat([[code["JPEG"]], tf.cast(tf.io.extract_jpeg_shape(data)[1::-1], tf.int64)], 0),
+        lambda: tf.zeros([3], tf.int64),
+    )
+    for cond, name, w, h in reversed(cases):
+        found = tf.where(cond, tf.stack([tf.constant(code[name], tf.int64), w, h]), found)
+    return found[0], found[1], found[2]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -177,13 +177,24 @@ def test_our_limit_replaces_pillows(tmp_path, monkeypatch):
 def test_header_size_in_python_and_in_graph(fmt, mode, kwargs):
     import tensorflow as tf
 
-    from edsr_tf.data.cache import header_pixels
-    from edsr_tf.images import header_size
+    from edsr_tf.images import HEADER_FORMATS, header_size, header_size_tf
 
     buf = io.BytesIO()
     Image.fromarray(noise(21, 37)).convert(mode).save(buf, fmt, **kwargs)
-    assert header_size(buf.getvalue())[1:] == (37, 21)
-    assert tuple(int(v) for v in header_pixels(tf.constant(buf.getvalue()))) == (37, 21)
+    assert header_size(buf.getvalue()) == (fmt, 37, 21)
+    code, w, h = (int(v) for v in header_size_tf(tf.constant(buf.getvalue())))
+    assert (HEADER_FORMATS[code], w, h) == (fmt, 37, 21)
+
+
+def test_header_size_in_graph_of_other_bytes():
+    """Bytes of no known format: code 0 and no size, in-graph as :func:`header_size`'s None."""
+    import tensorflow as tf
+
+    from edsr_tf.images import header_size, header_size_tf
+
+    for data in (b"", b"\x80", b"II*\0" + bytes(40), b"RIFF\0\0\0\0WAVE" + bytes(20)):
+        assert header_size(data) is None
+        assert tuple(int(v) for v in header_size_tf(tf.constant(data))) == (0, 0, 0)
 
 
 def test_data_cache_decoder_has_the_same_limit(tmp_path):

@@ -52,64 +52,6 @@ class CachedImage:
     shape: tuple[int, int, int]
 
 
-def header_pixels(contents: Any) -> Any:
-    """In-graph ``(width, height)`` (int64) from the header of PNG/JPEG/BMP/WebP/GIF bytes.
-
-    The fields :func:`edsr_tf.images.header_size` reads, read with TF ops so the
-    ``tf.data`` pipeline can check them before decoding; ``(-1, -1)`` for other formats.
-    """
-    import tensorflow as tf
-
-    head = tf.strings.substr(contents, 0, 32)
-    head = tf.strings.substr(tf.strings.join([head, tf.constant(b"\0" * 32)]), 0, 32)
-    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
-
-    def u16le(i):
-        return b[i] + 256 * b[i + 1]
-
-    def u24le(i):
-        return b[i] + 256 * b[i + 1] + 65536 * b[i + 2]
-
-    def u32be(i):
-        return ((b[i] * 256 + b[i + 1]) * 256 + b[i + 2]) * 256 + b[i + 3]
-
-    def i32le(i):
-        v = b[i] + 256 * b[i + 1] + 65536 * b[i + 2] + 16777216 * b[i + 3]
-        return tf.abs(tf.where(v >= 2**31, v - 2**32, v))
-
-    def starts(sig: bytes, at: int = 0):
-        return tf.reduce_all(tf.equal(b[at : at + len(sig)], tf.constant(list(sig), tf.int64)))
-
-    is_png = starts(b"\x89PNG\r\n\x1a\n") & starts(b"IHDR", 12)
-    is_gif = starts(b"GIF8")
-    is_bmp = starts(b"BM")
-    bmp_core = tf.equal(b[14] + 256 * b[15], 12)
-    is_webp = starts(b"RIFF") & starts(b"WEBP", 8)
-    is_jpeg = starts(b"\xff\xd8")
-    cases = [
-        (is_png, u32be(16), u32be(20)),
-        (is_gif, u16le(6), u16le(8)),
-        (is_bmp & bmp_core, u16le(18), u16le(20)),
-        (is_bmp, i32le(18), i32le(22)),
-        (is_webp & starts(b"VP8X", 12), 1 + u24le(24), 1 + u24le(27)),
-        (is_webp & starts(b"VP8L", 12),
-         1 + b[21] + 256 * (b[22] % 64), 1 + b[22] // 64 + 4 * b[23] + 1024 * (b[24] % 16)),
-        (is_webp & starts(b"VP8 ", 12), u16le(26) % 16384, u16le(28) % 16384),
-    ]
-
-    def jpeg_or_unknown():
-        return tf.cond(
-            is_jpeg,
-            lambda: tf.cast(tf.image.extract_jpeg_shape(contents)[1::-1], tf.int64),
-            lambda: tf.constant([-1, -1], tf.int64),
-        )
-
-    size = jpeg_or_unknown()
-    for cond, w, h in reversed(cases):
-        size = tf.where(cond, tf.stack([w, h]), size)
-    return size[0], size[1]
-
-
 def decode_rgb(contents: Any, max_pixels: int | None = None) -> Any:
     """In-graph decode of PNG/JPEG/BMP bytes to uint8 RGB ``[H, W, 3]`` (grey/alpha → RGB).
 
@@ -121,12 +63,12 @@ def decode_rgb(contents: Any, max_pixels: int | None = None) -> Any:
     """
     import tensorflow as tf
 
-    from edsr_tf.images import resolve_max_pixels
+    from edsr_tf.images import header_size_tf, resolve_max_pixels
 
     limit = resolve_max_pixels(max_pixels)
     deps = []
     if limit is not None:
-        w, h = header_pixels(contents)
+        _, w, h = header_size_tf(contents)
         deps.append(tf.debugging.Assert(
             w * h <= limit,
             ["image too large: width, height", w, h,

@@ -44,63 +44,15 @@ import keras
 import numpy as np
 
 from edsr_tf.export.common import DEFAULT_MAX_PIXELS, ExportError, ExportUsageError
+from edsr_tf.images import HEADER_FORMATS, header_size_tf
 
 #: Signature names, in the order documented above.
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes", "predict_float")
 #: Text every input-size rejection contains (clients and tests can match it).
 LIMIT_TEXT = "LR pixels, more than max_pixels ="
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def header_size(data):
-    """``(width, height, format)`` int64 scalars read from an encoded image's header.
-
-    ``format``: 1 PNG, 2 JPEG, 3 BMP, 0 anything else (width = height = 0). Nothing
-    is decoded: PNG width/height are the big-endian uint32s at bytes 16 and 20 (IHDR),
-    JPEG's come from ``tf.io.extract_jpeg_shape`` (the SOF marker), BMP's are the
-    little-endian int32s at 18 and 22 (height negative for top-down rows; 16-bit at
-    18 and 20 in the old 12-byte core header).
-    """
-    import tensorflow as tf
-
-    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 32), b"\0" * 32]), 0, 32)
-    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
-
-    def be32(i):
-        return b[i] * 16777216 + b[i + 1] * 65536 + b[i + 2] * 256 + b[i + 3]
-
-    def le32(i):
-        return b[i] + b[i + 1] * 256 + b[i + 2] * 65536 + b[i + 3] * 16777216
-
-    def le16(i):
-        return b[i] + b[i + 1] * 256
-
-    def signed32(v):
-        v = tf.where(v >= 2147483648, v - 4294967296, v)
-        return tf.abs(v)
-
-    is_png = tf.equal(tf.strings.substr(head, 0, 8), _PNG_SIGNATURE) & tf.equal(
-        tf.strings.substr(head, 12, 4), b"IHDR")
-    is_bmp = tf.equal(tf.strings.substr(head, 0, 2), b"BM")
-    is_jpeg = tf.io.is_jpeg(data)
-    core = tf.equal(le32(14), 12)
-    bmp_w = tf.where(core, le16(18), signed32(le32(18)))
-    bmp_h = tf.where(core, le16(20), signed32(le32(22)))
-
-    def jpeg():
-        shape = tf.cast(tf.io.extract_jpeg_shape(data), tf.int64)
-        return shape[1], shape[0]
-
-    def other():
-        w = tf.where(is_png, be32(16), tf.where(is_bmp, bmp_w, tf.constant(0, tf.int64)))
-        h = tf.where(is_png, be32(20), tf.where(is_bmp, bmp_h, tf.constant(0, tf.int64)))
-        return w, h
-
-    w, h = tf.cond(is_jpeg, jpeg, other)
-    fmt = tf.where(is_jpeg, tf.constant(2, tf.int64),
-                   tf.where(is_png, tf.constant(1, tf.int64),
-                            tf.where(is_bmp, tf.constant(3, tf.int64), tf.constant(0, tf.int64))))
-    return w, h, fmt
+#: ``serving_bytes``' formats as :data:`edsr_tf.images.HEADER_FORMATS` codes (GIF and WebP may
+#: hold many frames, all decoded, so they are refused).
+_SERVED_FORMATS = tuple(HEADER_FORMATS.index(name) for name in ("PNG", "JPEG", "BMP"))
 
 
 def _endpoints(model: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -142,12 +94,12 @@ def _endpoints(model: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS):
 
     def serve_bytes(image_bytes):
         def one(data):
-            w, h, fmt = header_size(data)
+            fmt, w, h = header_size_tf(data)
             # The first bytes as numbers, never raw: the error text must be valid UTF-8
             # (raw bytes made the client's error a UnicodeDecodeError).
             first = tf.io.decode_raw(tf.strings.substr(tf.strings.join([data, b"\0" * 8]), 0, 8), tf.uint8)
             known = tf.debugging.Assert(
-                fmt > 0,
+                tf.reduce_any(tf.equal(fmt, _SERVED_FORMATS)),
                 [tf.strings.format("serving_bytes: unsupported image format (first bytes {}); "
                                    "expected PNG, JPEG or BMP (GIF and WebP are refused)",
                                    (first,), summarize=8)],
@@ -166,7 +118,7 @@ def _endpoints(model: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS):
                 n_bytes = tf.cast(tf.strings.length(data), tf.int64)
                 need = ((w + 7) // 8) * ((h + 7) // 8) // 8
                 whole = tf.debugging.Assert(
-                    tf.not_equal(fmt, 2) | (n_bytes >= need),
+                    tf.not_equal(fmt, HEADER_FORMATS.index("JPEG")) | (n_bytes >= need),
                     [tf.strings.format(
                         "serving_bytes: truncated JPEG: {} bytes cannot hold a {} x {} image "
                         "(at least {} needed)", (n_bytes, w, h, need))],
