@@ -235,9 +235,13 @@ def pair_problems(bset: BenchmarkSet, *, limit: int | None = None,
     """Every problem that would spoil ``bset``'s scores, from file headers only (fast).
 
     LR files that match no HR image, unreadable or oversized (``max_pixels``) images, LR
-    sizes other than floor(HR / scale), and HR images smaller than the scale. ``limit``:
-    check only the first ``limit`` pairs (as evaluated). Empty list: the set is fine.
+    sizes other than floor(HR / scale), and HR images too small to score (smaller than
+    :func:`edsr_tf.metrics.smallest_scored_side`). ``limit``: check only the first ``limit``
+    pairs (as evaluated). Empty list: the set is fine.
     """
+    from edsr_tf.metrics import smallest_scored_side
+
+    side = smallest_scored_side(bset.scale, div2k=bset.div2k)
     problems = [
         f"{p}: LR file matches no HR image of {bset.name} (expected {bset.lr_naming}); rename or "
         "remove it" for p in bset.unmatched_lr
@@ -249,12 +253,14 @@ def pair_problems(bset: BenchmarkSet, *, limit: int | None = None,
         except ImageReadError as e:
             problems.append(str(e))
             continue
-        if lr is None:
-            if hr.width < bset.scale or hr.height < bset.scale:
-                problems.append(f"{pair.hr}: {hr.width}x{hr.height} is smaller than x{bset.scale}")
+        if hr.width < side or hr.height < side:
+            problems.append(f"{pair.hr}: HR {hr.width}x{hr.height} is too small to score at x{bset.scale} "
+                            f"(at least {side}x{side}: the scored area, shaved at the border, must hold "
+                            "the SSIM window)")
             continue
-        problem = lr_size_problem(pair.hr, (hr.width, hr.height), pair.lr, (lr.width, lr.height),
-                                  bset.scale)
-        if problem:
-            problems.append(problem)
+        if lr is not None:
+            problem = lr_size_problem(pair.hr, (hr.width, hr.height), pair.lr, (lr.width, lr.height),
+                                      bset.scale)
+            if problem:
+                problems.append(problem)
     return problems

@@ -193,9 +193,9 @@ def translate_flags(text: str, renames: Mapping[str, str]) -> str:
 # ----------------------------------------------------------------------------- typed values
 
 
-def _int_at_least(text: str, low: int, expected: str | None = None) -> int:
-    """``text`` as an integer >= ``low``; ``expected``: the accepted forms, as the error for a
-    non-integer names them (default ``an integer >= low``)."""
+def _int_at_least(text: str, low: int, expected: str | None = None, high: int | None = None) -> int:
+    """``text`` as an integer >= ``low`` (and <= ``high``); ``expected``: the accepted forms, as
+    the error for a non-integer names them (default ``an integer >= low``)."""
     try:
         value = int(text)
     except ValueError:
@@ -203,6 +203,8 @@ def _int_at_least(text: str, low: int, expected: str | None = None) -> int:
             f"expected {expected or f'an integer >= {low}'}, got {text!r}") from None
     if value < low:
         raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise argparse.ArgumentTypeError(f"must be <= {high:,}, got {value:,}")
     return value
 
 
@@ -293,9 +295,52 @@ def add_scale_flag(container, *old: str, single: bool = False, legacy_list: bool
     return act
 
 
+#: Upper bounds of the tiling flags: past these a value is a typo or an attack, never a need
+#: (a tile side of 16384 LR px is 64x an 8K output's worth of activations; the widest
+#: model's receptive field is under 100 px).
+MAX_TILE = 16384
+MAX_TILE_OVERLAP = 512
+MAX_BATCH = 64
+
+
 def tile_arg(text: str) -> int | str:
-    """``--tile`` value: 'auto' or a non-negative integer."""
-    return text if text == "auto" else _int_at_least(text, 0, "'auto' or an integer")
+    """``--tile`` value: 'auto' or an integer in [0, :data:`MAX_TILE`]."""
+    return text if text == "auto" else _int_at_least(text, 0, "'auto' or an integer", MAX_TILE)
+
+
+def tile_overlap_arg(text: str) -> int:
+    """``--tile_overlap`` value: an integer in [0, :data:`MAX_TILE_OVERLAP`]."""
+    return _int_at_least(text, 0, high=MAX_TILE_OVERLAP)
+
+
+def batch_arg(text: str) -> int:
+    """``--batch`` value: an integer in [1, :data:`MAX_BATCH`]."""
+    return _int_at_least(text, 1, high=MAX_BATCH)
+
+
+_MEMORY_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def memory_arg(text: str) -> int:
+    """A byte count such as ``4G``, ``512M`` or ``1073741824`` (K/M/G/T: powers of 1024); 0 = no limit."""
+    t = text.strip().upper().replace("_", "").removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in _MEMORY_UNITS else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * _MEMORY_UNITS[unit]
+        if not (0 <= value < float("inf")):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 4G, 512M or 0 (no limit), got {text!r}") from None
+    return int(value)
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes as ``1.5 GiB`` / ``300 MiB``."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def max_pixels_arg(text: str) -> int:
@@ -385,14 +430,16 @@ def add_tiling_flags(parser: argparse.ArgumentParser, *, ensemble_help: str) -> 
     from edsr_tf.inference import DEFAULT_TILE
 
     parser.add_argument("--tile", type=tile_arg, default=DEFAULT_TILE,
-                        help="LR tile size in pixels, 0 = whole image in one pass, 'auto' (default) = "
-                             "largest tile whose activations fit about 1.5 GiB")
-    add_flag(parser, "--tile_overlap", "--tile-overlap", type=non_negative_int, default=None,
+                        help="LR tile size in pixels (at most 16384), 0 = whole image in one pass, "
+                             "'auto' (default) = largest tile whose activations fit about 1.5 GiB")
+    add_flag(parser, "--tile_overlap", "--tile-overlap", type=tile_overlap_arg, default=None,
              metavar="N",
              help="LR context pixels on each tile side (default: the model's receptive-field "
-                  "radius, which makes tiling exact; smaller is faster but approximate)")
-    parser.add_argument("--batch", type=positive_int, default=1, metavar="N",
-                        help="tiles per model call (default 1)")
+                  f"radius, which makes tiling exact; smaller is faster but approximate; at most "
+                  f"{MAX_TILE_OVERLAP})")
+    parser.add_argument("--batch", type=batch_arg, default=1, metavar="N",
+                        help=f"tiles per model call (default 1, at most {MAX_BATCH}); --tile auto "
+                             "shares its memory among them")
     add_flag(parser, "--self_ensemble", "--self-ensemble", action="store_true", help=ensemble_help)
 
 

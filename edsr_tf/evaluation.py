@@ -315,7 +315,10 @@ def evaluate_set(
                 f"{eval_set.name}/{img.name}: SR output {out.shape} does not match HR {img.hr.shape} "
                 "(wrong scale?)"
             )
-        m = evaluate_pair(out, img.hr, s, div2k=eval_set.div2k)
+        try:
+            m = evaluate_pair(out, img.hr, s, div2k=eval_set.div2k)
+        except ValueError as e:  # too small to score: name the image (pair_problems checks sets first)
+            raise EvaluationError(f"{eval_set.name}/{img.name}: {e}") from None
         b = evaluate_pair(bicubic_upscale(img.lr, s), img.hr, s, div2k=eval_set.div2k) if bicubic else None
         row = {
             "image": img.name,

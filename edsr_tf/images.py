@@ -33,10 +33,11 @@ import stat
 import struct
 import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 import numpy as np
 
+from edsr_tf.fileio import atomic_write
 from edsr_tf.fileio import atomic_write_bytes  # noqa: F401  (re-exported)
 
 #: File suffixes read by :func:`read_image` (and looked for in input folders).
@@ -611,6 +612,19 @@ def encode_image(
 
     16-bit data can only be written as PNG; JPEG has no alpha channel.
     """
+    buf = io.BytesIO()
+    _encoder(image, suffix, alpha=alpha, quality=quality)(buf)
+    return buf.getvalue()
+
+
+def _encoder(
+    image: np.ndarray, suffix: str, *, alpha: np.ndarray | None = None, quality: int = 95
+) -> Callable[[IO[bytes]], None]:
+    """Checks ``image`` for :func:`encode_image`; returns what encodes it into a binary file.
+
+    Encoding straight into the destination file keeps the compressed bytes out of memory
+    (up to the raw size for a noisy image, twice over with ``BytesIO.getvalue``).
+    """
     suffix = suffix.lower()
     if suffix not in _FORMATS:
         raise ImageWriteError(f"unsupported output suffix {suffix!r}: expected one of {sorted(_FORMATS)}")
@@ -635,20 +649,25 @@ def encode_image(
             raise ImageWriteError(f"16-bit images can only be written as PNG, not {suffix}")
         import tensorflow as tf
 
-        return tf.io.encode_png(np.ascontiguousarray(planes)).numpy()
+        def write_png16(f: IO[bytes]) -> None:
+            f.write(tf.io.encode_png(np.ascontiguousarray(planes)).numpy())
+
+        return write_png16
     from PIL import Image
 
     fmt = _FORMATS[suffix]
     if fmt == "JPEG" and alpha is not None:
         raise ImageWriteError("JPEG has no alpha channel: write the image as PNG or WebP")
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[planes.shape[-1]]
-    im = Image.fromarray(np.ascontiguousarray(planes if mode != "L" else planes[..., 0]), mode)
-    buf = io.BytesIO()
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     if fmt == "WEBP" and quality >= 100:
         kwargs = {"lossless": True}
-    im.save(buf, format=fmt, **kwargs)
-    return buf.getvalue()
+
+    def write(f: IO[bytes]) -> None:
+        im = Image.fromarray(np.ascontiguousarray(planes if mode != "L" else planes[..., 0]), mode)
+        im.save(f, format=fmt, **kwargs)
+
+    return write
 
 
 def write_image(
@@ -665,10 +684,10 @@ def write_image(
     """
     path = Path(path)
     try:
-        data = encode_image(image, path.suffix, alpha=alpha, quality=quality)
+        encode = _encoder(image, path.suffix, alpha=alpha, quality=quality)
     except ImageWriteError as e:
         raise ImageWriteError(f"{path}: {e}") from None
-    return atomic_write_bytes(path, data)
+    return atomic_write(path, encode, "wb")
 
 
 def quantize_to(img: np.ndarray, bit_depth: int = 8, *, rows_per_chunk: int = 256) -> np.ndarray:

@@ -164,6 +164,37 @@ def _auto_tile(bytes_per_pixel: int, overlap: int, memory_bytes: int = DEFAULT_T
     return max(floor, (window - 2 * overlap) // 8 * 8)
 
 
+def resolve_tile(runner: "Runner", tile: int | str | None, overlap: int, batch_size: int = 1) -> int | None:
+    """The LR tile side :func:`upscale_tiles` uses: ``"auto"`` is :func:`_auto_tile` of
+    :data:`DEFAULT_TILE_MEMORY` shared by the ``batch_size`` windows of one call (so
+    ``--batch 8`` gets smaller tiles, not 8x the memory); None/0: the whole image."""
+    if tile == "auto":
+        return _auto_tile(runner.bytes_per_pixel, overlap, DEFAULT_TILE_MEMORY // max(int(batch_size), 1))
+    return tile or None
+
+
+def working_memory(model, scale: int, height: int, width: int, *, tile: int | str | None = DEFAULT_TILE,
+                   tile_overlap: int | None = None, batch_size: int = 1, self_ensemble: bool = False) -> int:
+    """Estimated bytes :func:`upscale_tiles` holds besides its input and the caller's output.
+
+    One model call's activations (``batch`` windows × window pixels × the runner's
+    ``bytes_per_pixel``) plus its float32 input and output batches and the per-window
+    accumulators. A caller adds the images it holds to bound a whole run (upscale's
+    ``--max_memory``).
+    """
+    runner = as_runner(model, scale)
+    overlap = runner.radius if tile_overlap is None else int(tile_overlap)
+    t = resolve_tile(runner, tile, overlap, batch_size)
+    rows, cols = axis_tiles(height, t, overlap), axis_tiles(width, t, overlap)
+    win_px = rows[0].win_len * cols[0].win_len
+    windows = len(rows) * len(cols)
+    per_call = min(batch_size, windows * (N_DIHEDRAL if self_ensemble else 1))
+    kept = min(batch_size, windows)
+    hr_px = win_px * scale * scale
+    return (per_call * win_px * (runner.bytes_per_pixel + 12)  # activations + float32 input batch
+            + (per_call + kept) * hr_px * 12)  # output batch + accumulators, float32 RGB
+
+
 def small_tile_warning(model, scale: int, tile, tile_overlap: int | None = None) -> str | None:
     """A warning when an explicit ``tile`` is smaller than the overlap (slow, not wrong), else None.
 
@@ -303,8 +334,7 @@ def upscale_tiles(
     overlap = runner.radius if tile_overlap is None else int(tile_overlap)
     if overlap < 0:
         raise ValueError(f"tile_overlap must be >= 0, got {overlap}")
-    if tile == "auto":
-        tile = _auto_tile(runner.bytes_per_pixel, overlap)
+    tile = resolve_tile(runner, tile, overlap, batch_size)
     predict = runner.predict
     grid = tile_grid(h, w, tile or None, overlap)
     transforms = list(range(N_DIHEDRAL)) if self_ensemble else [0]

@@ -191,6 +191,14 @@ def ssim(sr: np.ndarray, hr: np.ndarray, shave: int = 0, y_channel: bool = True)
     return float(np.mean(_ssim_channels(a, b)))
 
 
+def smallest_scored_side(scale: int, *, div2k: bool = False) -> int:
+    """Smallest HR side :func:`evaluate_pair` can score at ``scale``: cropped to a multiple of
+    ``scale`` and shaved on both sides, it must still hold the SSIM window."""
+    scale = int(scale)
+    shave = scale + DIV2K_EXTRA_SHAVE if div2k else scale
+    return -(-(2 * shave + SSIM_WINDOW) // scale) * scale
+
+
 def evaluate_pair(sr: np.ndarray, hr: np.ndarray, scale: int, *, div2k: bool = False,
                   with_ssim: bool = True) -> dict:
     """``{"psnr": dB, "ssim": value}`` with the paper protocol for ``scale``.

@@ -32,8 +32,11 @@ from edsr_tf.cli_args import (
     ArgumentParser,
     CommandLine,
     UsageError,
+    TileOptions,
     add_flag,
     add_max_pixels,
+    format_bytes,
+    memory_arg,
     add_sr_flags,
     output_path_error,
     printable,
@@ -53,33 +56,48 @@ from edsr_tf.images import (
     read_image,
     write_image,
 )
-from edsr_tf.inference import DEFAULT_TILE, ProgressFn, upscale_tiles
+from edsr_tf.inference import DEFAULT_TILE, ProgressFn, upscale_tiles, working_memory
 from edsr_tf.jpeg import COMPRESSED_QUALITY
 
 
 def bicubic_channels(a: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB bicubic x``scale`` of uint8/uint16 ``[H,W]`` or ``[H,W,C]``, rounded once at the end.
 
-    8-bit data goes through :func:`edsr_tf.imresize.bicubic_upscale` (the papers' Bicubic);
-    16-bit is resized in float and rounded to uint16 the same way. One channel at a
-    time: same result, a third of the float64 temporaries on big images.
+    The papers' Bicubic (:func:`edsr_tf.imresize.bicubic_upscale`: float64, rounded once),
+    computed per channel and per band of output rows straight into the output
+    (:func:`edsr_tf.imresize.bicubic_upscale_banded`): the output plus a few MB, where
+    whole-image float64 passes cost about 39 bytes per output pixel.
     """
-    from edsr_tf.imresize import bicubic_upscale, imresize
+    from edsr_tf.imresize import bicubic_upscale_banded
 
-    def one(ch: np.ndarray) -> np.ndarray:
-        if ch.dtype == np.uint8:
-            return bicubic_upscale(ch, scale)
-        hi = float(np.iinfo(ch.dtype).max)
-        x = imresize(ch.astype(np.float64), scale=scale)
-        np.clip(x, 0.0, hi, out=x)
-        return np.floor(x + 0.5).astype(ch.dtype)
+    return bicubic_upscale_banded(a, scale)
 
-    if a.ndim == 2:
-        return one(a)
-    out = np.empty((a.shape[0] * scale, a.shape[1] * scale, a.shape[2]), a.dtype)
-    for c in range(a.shape[2]):
-        out[..., c] = one(a[..., c])
-    return out
+
+#: ``--max_memory`` default: what one input may need (:func:`memory_needed`), the runtime
+#: itself (Python, TensorFlow: about 0.2-0.8 GB) not counted.
+DEFAULT_MAX_MEMORY = 4 << 30  # 4 GiB
+
+
+def memory_needed(info: ImageInfo, scale: int, model=None, tiling: TileOptions | None = None) -> int:
+    """Estimated peak bytes of upscaling the image of ``info`` (a model or ``None``: bicubic).
+
+    Counted from the header, worst case over what it does not say (alpha, grayscale): per
+    output pixel 8 bytes for 8-bit (RGB + alpha planes, and the encoder's copy; the encoded
+    file is streamed to disk) and 40 for 16-bit (also TensorFlow's PNG encoder's input copy
+    and its whole encoded bytes); the decoded input twice; then bicubic's bands of float64
+    rows, or the model's float32 input copy and :func:`edsr_tf.inference.working_memory`.
+    """
+    h, w, s = info.height, info.width, int(scale)
+    depth = info.bit_depth // 8
+    need = h * w * s * s * (8 if depth == 1 else 40) + 2 * h * w * 4 * depth
+    if model is None:
+        need += h * w * depth + 6 * 64 * w * s * 8  # one input channel; float64 bands of 64 rows
+    else:
+        tiling = tiling or TileOptions()
+        need += h * w * 12 + working_memory(
+            model, s, h, w, tile=tiling.tile, tile_overlap=tiling.overlap,
+            batch_size=tiling.batch_size, self_ensemble=tiling.self_ensemble)
+    return need
 
 
 def upscale_image(
@@ -289,6 +307,11 @@ def build_parser() -> ArgumentParser:
                         "an input is never overwritten")
     add_max_pixels(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-file lines")
+    add_flag(p, "--max_memory", type=memory_arg, default=DEFAULT_MAX_MEMORY, metavar="BYTES",
+             help="refuse (before decoding it) an input whose upscaling would need more than this "
+                  "memory, estimated from its header, the output and the tiling flags: about 8 bytes "
+                  "per output pixel (40 for 16-bit PNGs) plus the input and the model's tiles; "
+                  f"default {format_bytes(DEFAULT_MAX_MEMORY)}; '8G', '512M'; 0 = no limit")
     return p
 
 
@@ -420,6 +443,20 @@ def _upscale(cli: CommandLine) -> int:
     for name in dict.fromkeys(chosen.values()):  # load (and check) every model before any work
         runner_for(next(src for src, n in chosen.items() if n == name))
 
+    if args.max_memory:  # memory follows the output, not the file: refuse before decoding
+        fits = []
+        for job in plan.jobs:
+            src, info, _dst = job
+            need = memory_needed(info, scale, runner_for(src), tiling)
+            if need <= args.max_memory:
+                fits.append(job)
+                continue
+            failures += 1
+            cli.error(f"{src}: upscaling {info.width}x{info.height} x{scale} (output "
+                      f"{info.width * scale}x{info.height * scale}) needs about {format_bytes(need)}, "
+                      f"over --max_memory {format_bytes(args.max_memory)}; raise it (0 = no limit)"
+                      + ("" if args.bicubic else " or lower --tile/--batch"))
+        plan.jobs[:] = fits
     from tqdm import tqdm
 
     bar = tqdm(plan.jobs, unit="img", disable=args.quiet or len(plan.jobs) < 2, file=sys.stderr)

@@ -488,3 +488,124 @@ def test_nan_weights_are_refused_not_run_to_black(tmp_path, tiny_weights):
         f[names[0]][...] = data
     with pytest.raises(ModelFileError, match=r"nan\.weights\.h5: 1 weight tensor\(s\) hold NaN or infinity"):
         load_model(path)
+
+
+# ------------------------------------------------------------------ 4: memory follows the output
+
+
+def test_bicubic_upscale_holds_the_output_not_float64_images():
+    """Bicubic in float64 bands straight into the output: equal bit for bit to the papers'
+    whole-image Bicubic, and its peak is the output plus a little (whole-image float64 passes
+    were about 39 bytes per output pixel; a 33 KB PNG of 3000x3000 at x4 peaked at 5.6 GB)."""
+    from edsr_tf.imresize import bicubic_upscale
+    from edsr_tf.upscale import bicubic_channels
+
+    rng = np.random.default_rng(4)
+    lr = rng.integers(0, 256, (400, 100, 3), dtype=np.uint8)
+    want = np.stack([bicubic_upscale(lr[..., c], 4) for c in range(3)], axis=-1)
+    tracemalloc.start()
+    try:
+        got = bicubic_channels(lr, 4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, want)
+    assert peak < got.nbytes * 2, f"{peak / got.nbytes:.1f} bytes per output byte"  # was 13
+    lr16 = (lr[..., 0].astype(np.uint16) * 257 + 100).astype(np.uint16)
+    from edsr_tf.imresize import imresize
+
+    want16 = np.floor(np.clip(imresize(lr16.astype(np.float64), scale=3), 0, 65535) + 0.5).astype(np.uint16)
+    np.testing.assert_array_equal(bicubic_channels(lr16, 3), want16)
+
+
+def test_upscale_refuses_an_output_over_max_memory_before_decoding(tmp_path, capsys):
+    """A small flat PNG (a few KB) whose x4 output needs ~0.5 GiB is refused from its header,
+    by the budget, naming the figure; the others still run (exit 1), nothing half-written."""
+    from edsr_tf.upscale import main
+
+    big = tmp_path / "flat.png"
+    Image.fromarray(np.full((2000, 2000, 3), 9, np.uint8)).save(big)
+    assert big.stat().st_size < 50_000
+    ok = _png(tmp_path / "ok.png")
+    out = tmp_path / "out"
+    rc = main(["--bicubic", "--scale", "4", "--quiet", "--out_dir", str(out), "--max_memory", "256M",
+               str(big), str(ok)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1, lines
+    assert f"error: {big}: upscaling 2000x2000 x4 (output 8000x8000) needs about 546.1 MiB, over " \
+           "--max_memory 256.0 MiB; raise it (0 = no limit)" in lines, lines
+    assert lines[-1] == "error: 1 of 2 input(s) failed"
+    assert sorted(p.name for p in out.iterdir()) == ["ok_x4_bicubic.png"]
+
+
+def test_upscale_budget_counts_the_output_and_the_model_tiles():
+    from edsr_tf.cli_args import TileOptions
+    from edsr_tf.images import ImageInfo
+    from edsr_tf.models import ModelConfig, build_model
+    from edsr_tf.upscale import DEFAULT_MAX_MEMORY, memory_needed
+
+    info = ImageInfo(Path("x.png"), 10_000, 10_000, 8, "PNG")  # 100 Mpx: the default --max_pixels
+    assert memory_needed(info, 4) > 12 * 10**9 > DEFAULT_MAX_MEMORY  # x4 output alone: 4.8 GB
+    model = build_model(ModelConfig("edsr", (2,), n_resblocks=1, n_feats=8))
+    small = ImageInfo(Path("s.png"), 300, 200, 8, "PNG")
+    whole = memory_needed(small, 2, model, TileOptions(tile=None))
+    tiled = memory_needed(small, 2, model, TileOptions(tile=32, overlap=4))
+    assert whole > tiled > memory_needed(small, 2) * 0.5
+    assert memory_needed(small, 2, model, TileOptions(tile=32, overlap=4, batch_size=8)) > tiled
+
+
+def test_auto_tile_shares_its_memory_among_the_batch():
+    from edsr_tf.inference import as_runner, resolve_tile
+    from edsr_tf.models import ModelConfig, build_model
+
+    runner = as_runner(build_model(ModelConfig("edsr", (2,), n_resblocks=4, n_feats=64)), 2)
+    one, eight = resolve_tile(runner, "auto", 10, 1), resolve_tile(runner, "auto", 10, 8)
+    assert eight < one and (eight + 20) ** 2 * 8 <= (one + 20 + 8) ** 2 * 1.05
+
+
+@pytest.mark.parametrize("flag,value", [("--batch", "65"), ("--tile", "16385"), ("--tile_overlap", "513")])
+def test_tiling_flags_have_upper_bounds(flag, value, capsys):
+    from edsr_tf.upscale import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["x.png", "--bicubic", "--scale", "2", flag, value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and f"argument {flag}: must be <= " in err[0]
+
+
+# ------------------------------------------------------------------ 15: more small ones
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_train_infinite_or_nan_lr_is_one_line_exit_2(tmp_path, value):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "train.py", f"--out_dir={tmp_path / 'run'}", "--data_source=samples",
+                           "--steps=1", f"--lr={value}"], cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith(f"error: flag --lr={value}: --lr must be a finite number > 0"), lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_names_every_bad_file_and_a_too_small_hr(tmp_path, capsys):
+    """A 6x6 HR at x4 passes the crop (LR 1x1) but leaves nothing once shaved: it is named up
+    front with the other bad files, not found mid-run as an anonymous metrics error."""
+    from edsr_tf.evaluate import main
+
+    hr = tmp_path / "data" / "Set5" / "HR"
+    for name, side in (("a", 40), ("b", 1), ("c", 6), ("d", 30)):
+        _png(hr / f"{name}.png", (side, side))
+    (hr / "e.png").write_bytes(b"garbage")
+    rc = main(["--bicubic", "--scale", "4", "--quiet", "--dataset_dir", str(tmp_path / "data"),
+               "--eval_sets", "Set5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and "Traceback" not in "\n".join(err)
+    for name, size in (("b", "1x1"), ("c", "6x6")):
+        assert f"error: Set5: {hr / (name + '.png')}: HR {size} is too small to score at x4 (at least 20x20" \
+               in "\n".join(err), err
+    assert any(str(hr / "e.png") in line for line in err)
+    assert err[-1] == "error: nothing evaluated: fix or remove these files"

@@ -5,6 +5,7 @@ Defining and parsing them imports no TensorFlow (``--help`` is instant).
 
 from __future__ import annotations
 
+import math
 import os
 
 from absl import flags
@@ -21,12 +22,23 @@ MIXED_PRECISION = ("none", "bf16", "fp16", "auto")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
 
+def _finite(v) -> bool:
+    """False for inf and NaN: absl's float flags take them (``--lr=inf`` trained to NaN)."""
+    return not isinstance(v, float) or math.isfinite(v)
+
+
+def _number(name: str) -> str:
+    return "a finite number" if flags.FLAGS[name].flag_type() == "float" else "an integer"
+
+
 def _positive(name: str) -> None:
-    flags.register_validator(name, lambda v: v is None or v > 0, message=f"--{name} must be > 0")
+    flags.register_validator(name, lambda v: v is None or (_finite(v) and v > 0),
+                             message=f"--{name} must be {_number(name)} > 0")
 
 
 def _non_negative(name: str) -> None:
-    flags.register_validator(name, lambda v: v is None or v >= 0, message=f"--{name} must be >= 0")
+    flags.register_validator(name, lambda v: v is None or (_finite(v) and v >= 0),
+                             message=f"--{name} must be {_number(name)} >= 0")
 
 
 def _scales_ok(values) -> bool:
