@@ -8,6 +8,9 @@ destination, so nobody else can plant a symlink at its name in a shared writable
 folder, and writers that insist on creating the file themselves (Keras, h5py) can.
 Files are created with the usual ``0o666 & ~umask`` by the ``open`` that makes
 them; the process umask is never changed (that would race with other threads).
+
+:func:`pid_alive` is the owner check of what is named after the process that made it (a
+training job's lock, an export's staging folder), before a later run removes it as stale.
 """
 
 from __future__ import annotations
@@ -73,3 +76,23 @@ def make_dir(path: str | os.PathLike) -> Path:
     """
     os.mkdir(path, 0o755)
     return Path(path)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host: the owner check of a lock or staging folder
+    named after its process, before a later run removes it as stale.
+
+    Errs on "alive" (nothing is removed) when the answer is unclear; ``pid`` <= 0 or past
+    the OS's range names no process.
+    """
+    if pid <= 0:  # 0 and negative numbers address process groups, not one process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OverflowError, ValueError):  # not a process id this OS can have
+        return False
+    except OSError:  # EPERM: someone else's live process
+        return True
+    return True

@@ -37,6 +37,7 @@ from typing import IO, Any, Callable
 
 import numpy as np
 
+from edsr_tf.errors import first_line
 from edsr_tf.fileio import atomic_write
 from edsr_tf.fileio import atomic_write_bytes  # noqa: F401  (re-exported)
 
@@ -522,8 +523,7 @@ def _read_png16(path: Path, data: bytes) -> LoadedImage:
     try:
         arr = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.OpError) as e:
-        msg = getattr(e, "message", str(e)).strip().splitlines()[0]
-        raise ImageReadError(f"{path}: not a readable 16-bit PNG ({msg})") from None
+        raise ImageReadError(f"{path}: not a readable 16-bit PNG ({first_line(e)})") from None
     c = arr.shape[-1]
     gray = c in (1, 2)
     rgb = np.repeat(arr[..., :1], 3, axis=-1) if gray else arr[..., :3]

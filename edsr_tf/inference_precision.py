@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from edsr_tf.errors import first_line
+
 if TYPE_CHECKING:  # TensorFlow loads lazily: the CLIs' --help imports this module
     import keras
 
@@ -209,8 +211,7 @@ def tflite_runner(path: str | os.PathLike, model: "keras.Model", scale: int, *,
     try:
         interpreter = TFLiteRunner(path, num_threads=num_threads)
     except (ValueError, RuntimeError) as e:  # LiteRT's error for a damaged or foreign flatbuffer
-        reason = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-        raise PrecisionError(f"{path}: LiteRT cannot load it ({reason})") from None
+        raise PrecisionError(f"{path}: LiteRT cannot load it ({first_line(e)})") from None
     if interpreter.fixed_shape is not None:
         raise PrecisionError(f"{path}: a fixed-shape (tile) TFLite model; int8 needs the dynamic-shape one")
     return Runner(interpreter.run, receptive_field_radius(net), activation_bytes_per_pixel(net),

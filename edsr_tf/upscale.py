@@ -44,6 +44,7 @@ from edsr_tf.cli_args import (
     run_command,
     sr_args_error,
 )
+from edsr_tf.errors import first_line
 from edsr_tf.images import (
     IMAGE_SUFFIXES,
     OTHER_IMAGE_SUFFIXES,
@@ -487,8 +488,7 @@ def _upscale(cli: CommandLine) -> int:
             cli.error(str(e) if str(src) in str(e) else f"{src}: {e}")
         except Exception as e:  # e.g. TF out-of-memory: report the file, go on with the others
             failures += 1
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            cli.error(f"{src}: {type(e).__name__}: {msg}")
+            cli.error(f"{src}: {first_line(e, typed=True)}")
         finally:
             if tile_bar is not None:
                 tile_bar.close()

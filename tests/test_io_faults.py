@@ -457,3 +457,26 @@ def test_tile_smaller_than_the_overlap_warns(tmp_path, weights, capsys):
     assert "169x the pixels it keeps" in err
     rc = upscale(tmp_path / "a.png", "--weights", weights, "--out_dir", tmp_path / "o2", "--quiet")
     assert rc == 0 and "warning" not in capsys.readouterr().err
+
+
+def test_pid_alive_of_this_a_dead_and_an_impossible_process():
+    """The one owner check of job locks and export staging folders (edsr_tf.fileio.pid_alive)."""
+    from edsr_tf.fileio import pid_alive
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: its pid names no process (until reused, which a test cannot wait for)
+    assert pid_alive(os.getpid()) and not pid_alive(proc.pid)
+    assert not pid_alive(0) and not pid_alive(-1) and not pid_alive(2**80)
+
+
+def test_first_line_of_an_error():
+    """The one 'first line of an exception' of every one-line message (edsr_tf.errors.first_line)."""
+    from edsr_tf.errors import first_line
+
+    assert first_line(ValueError("\n  bad value  \nmore detail")) == "bad value"
+    assert first_line(OSError("disk\nfull"), typed=True) == "OSError: disk"
+    assert first_line(RuntimeError("")) == first_line(RuntimeError(""), typed=True) == "RuntimeError"
+    graph = ("Graph execution error:\n\nDetected at node x defined at:\n<stack traces unavailable>\n"
+             "{{function_node f}} Invalid PNG data\n")
+    assert first_line(RuntimeError(graph)) == "{{function_node f}} Invalid PNG data"
+    assert first_line(RuntimeError(graph + "assertion failed: [too large]")) == "assertion failed: [too large]"

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from edsr_tf.data.sources import DataError, DataSource, image_pairs
+from edsr_tf.errors import first_line
 from edsr_tf.fileio import atomic_write
 
 log = logging.getLogger("edsr_tf.data")
@@ -105,8 +106,7 @@ def decode_image_file(path: str | os.PathLike, *, max_pixels: int | None = None)
     try:
         return decode_rgb(tf.io.read_file(os.fspath(path)), max_pixels).numpy()
     except (tf.errors.OpError, ValueError) as e:
-        msg = getattr(e, "message", str(e)).strip().splitlines()[0]
-        raise DataError(f"cannot decode image {path}: {msg}") from None
+        raise DataError(f"cannot decode image {path}: {first_line(e)}") from None
 
 
 def find_unreadable(source: DataSource, scales: Sequence[int]) -> list[str]:

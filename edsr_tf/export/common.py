@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from edsr_tf.fileio import make_dir
+from edsr_tf.fileio import make_dir, pid_alive
 
 if TYPE_CHECKING:  # keras/TF load lazily so `python -m export --help` answers at once
     import keras
@@ -266,20 +266,6 @@ def dir_size(path: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-_TF_NOISE = ("Graph execution error:", "Detected at node", "<stack traces unavailable>")
-
-
-def first_line(e: BaseException) -> str:
-    """The telling line of an exception's message: the first non-empty one, skipping
-    TensorFlow's "Graph execution error:" preamble (its type name if there is none)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    for ln in lines:
-        if ln.startswith("assertion failed:"):
-            return ln
-    lines = [ln for ln in lines if not ln.startswith(_TF_NOISE)]
-    return lines[0] if lines else type(e).__name__
-
-
 def is_disk_full(e: BaseException) -> bool:
     """True for ENOSPC/EDQUOT, as an ``OSError`` or a TensorFlow error message."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -324,20 +310,6 @@ def staging_dir(out: Path, kind: str = "partial") -> Path:
     raise ExportError(f"--out {out}: cannot create a staging folder next to it")
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    except OSError:
-        return True
-    return True
-
-
 def stale_folders(out: Path) -> list[tuple[Path, str]]:
     """Staging (``partial``) and swapped-out (``old``) folders of ``out`` whose owner process,
     on this host, is dead: ``[(path, kind)]``. Folders of other hosts are never listed."""
@@ -350,7 +322,7 @@ def stale_folders(out: Path) -> list[tuple[Path, str]]:
             if not p.name.startswith(prefix) or p.is_symlink() or not p.is_dir():
                 continue
             m = _STAGING_RE.match(p.name[len(prefix):])
-            if m and m["host"] == _host() and not _pid_alive(int(m["pid"])):
+            if m and m["host"] == _host() and not pid_alive(int(m["pid"])):
                 found.append((p, kind))
     return sorted(found)
 

@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import keras
 import numpy as np
 
+from edsr_tf.errors import first_line
 from edsr_tf.export import onnx as onnx_export
 from edsr_tf.export import savedmodel, tflite, web
 from edsr_tf.export.calibration import calibration_patches, read_rgb
@@ -40,7 +41,6 @@ from edsr_tf.export.common import (
     clean_stale,
     dir_size,
     export_conversion_savedmodel,
-    first_line,
     foreign_export,
     inference_model,
     install,

@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from edsr_tf.errors import first_line
 from edsr_tf.export.common import ExportError
 from edsr_tf.quant_ranges import mse_range
 
@@ -98,8 +99,7 @@ def _guarded(fn, quantization: str) -> bytes:
     except ExportError:
         raise
     except Exception as e:  # the converter raises ConverterError / RuntimeError variously
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"TFLite conversion ({quantization}) failed: {first}") from e
+        raise ExportError(f"TFLite conversion ({quantization}) failed: {first_line(e)}") from e
 
 
 def _int8_refined(converter, patches: list[np.ndarray], qat: tuple | None = None) -> bytes:

@@ -23,13 +23,13 @@ from typing import Protocol
 import keras
 import numpy as np
 
+from edsr_tf.errors import first_line
 from edsr_tf.export.common import (
     FP32_TOLERANCE,
     MAX_LR_SIDE,
     ExportError,
     ExportUsageError,
     VerificationError,
-    first_line,
 )
 from edsr_tf.evaluation import lr_from_hr
 from edsr_tf.metrics import evaluate_pair, quantize

@@ -22,6 +22,7 @@ import h5py
 import keras
 
 from edsr_tf import pretrained
+from edsr_tf.errors import first_line
 from edsr_tf.fileio import atomic_path
 from edsr_tf.models.config import ModelConfig
 from edsr_tf.models.factory import build_model
@@ -198,8 +199,7 @@ def _keras_load_reason(e: Exception) -> str:
         where = f" {m.group(1)}" if m else ""
         parts.append(f"e.g.{where} needs {shapes.group(1)}, the file has {shapes.group(2)}")
     if not parts:
-        first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
-        parts.append(first[:200])
+        parts.append(first_line(e)[:200])
     return "; ".join(parts)
 
 

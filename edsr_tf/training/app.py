@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edsr_tf.errors import first_line
 from edsr_tf.fileio import atomic_write_text
 
 DIV2K_TRAIN_RANGE = "1-800/801-810"  # EDSR-PyTorch's default: validate on 10 images
@@ -680,8 +681,7 @@ def main(argv: Sequence[str]) -> None:
     except expected as e:
         if os.environ.get("EDSR_TF_DEBUG"):
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print_error(msg)
+        print_error(first_line(e))
         sys.exit(EXIT_USAGE if isinstance(e, TrainError) and not e.failed_work else EXIT_FAILED)
 
 

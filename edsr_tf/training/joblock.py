@@ -22,6 +22,8 @@ import socket
 import time
 from pathlib import Path
 
+from edsr_tf.fileio import pid_alive
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Linux/macOS
@@ -38,18 +40,6 @@ def lock_path(folder: str | os.PathLike, worker_index: int = 0) -> Path:
     """The lock file of ``folder`` for worker ``worker_index`` (0: chief / single worker)."""
     name = LOCK_NAME if worker_index == 0 else f"train.worker_{worker_index}.lock"
     return Path(folder) / name
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
 
 
 def _read_holder(path: Path) -> dict:
@@ -149,7 +139,7 @@ class JobLock:
             except FileExistsError:
                 info = _read_holder(self.path)
                 pid = info.get("pid")
-                if info.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+                if info.get("host") == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid):
                     self.stale = info
                     self.path.unlink(missing_ok=True)
                     continue

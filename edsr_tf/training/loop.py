@@ -21,6 +21,7 @@ from typing import Iterable
 import keras
 import tensorflow as tf
 
+from edsr_tf.errors import first_line
 from edsr_tf.training.strategy import WorkerInfo, local_replicas, worker_info
 from edsr_tf.training.trainer import SRTrainer, distribute_batch
 
@@ -76,16 +77,11 @@ def read_state_file(directory: str | os.PathLike) -> tuple[str | None, str | Non
     try:
         state = text_format.Parse(path.read_text(), CheckpointState())
     except (OSError, UnicodeDecodeError, text_format.ParseError) as e:
-        return None, f"is unreadable ({_first_line(e)})"
+        return None, f"is unreadable ({first_line(e, typed=True)})"
     if not state.model_checkpoint_path:
         return None, "is empty" if not path.stat().st_size else "names no checkpoint"
     latest = state.model_checkpoint_path
     return (latest if os.path.isabs(latest) else str(Path(directory) / latest)), None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 def _incomplete(directory: Path, step: int) -> str | None:
@@ -181,8 +177,8 @@ class TrainState:
                 isinstance(e, ValueError) and "shape" in str(e).lower())
             if mismatch:
                 return ("it does not match this model/optimizer/data pipeline (was it written with "
-                        f"other settings?): {_first_line(e)}")
-            return f"it is unreadable ({_first_line(e)})"
+                        f"other settings?): {first_line(e, typed=True)}")
+            return f"it is unreadable ({first_line(e, typed=True)})"
         return None
 
     def restore(self, path: str | None = None) -> int:
@@ -278,7 +274,7 @@ class TrainState:
             if not isinstance(e, Exception):
                 raise
             raise CheckpointError(
-                f"could not write checkpoint {prefix} ({_first_line(e)}); "
+                f"could not write checkpoint {prefix} ({first_line(e, typed=True)}); "
                 f"the older checkpoints in {self.directory} are kept"
             ) from e
 
