@@ -152,7 +152,9 @@ def load_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types (UnpicklingError, RuntimeError, EOFError...)
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # torch colours some messages
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        # torch < 2.4: "Unsupported global: GLOBAL x"; 2.4+: "Trying to load unsupported GLOBAL x
+        # whose module y is blocked", after advice to re-run with weights_only=False (never ours).
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
         if found:
             raise ConversionError(
                 f"{path}: pickles a Python object ({found.group(1)}), not only tensors, so "
@@ -162,6 +164,8 @@ def load_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         found = re.search(r"WeightsUnpickler error: \s*(.+)", text)
         first = found.group(1) if found else (text.splitlines() or [""])[0]
         first = first.strip()[:200]
+        if "weights_only" in first:  # torch's advice to load unsafely, not a reason
+            first = "refused by torch.load(weights_only=True)"
         if not first and isinstance(e, EOFError):
             first = "empty or truncated file"
         raise ConversionError(

@@ -609,3 +609,28 @@ def test_evaluate_names_every_bad_file_and_a_too_small_hr(tmp_path, capsys):
                in "\n".join(err), err
     assert any(str(hr / "e.png") in line for line in err)
     assert err[-1] == "error: nothing evaluated: fix or remove these files"
+
+
+# ------------------------------------------------------------------ 14: a malicious .pt
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_convert_of_a_malicious_pt_gives_our_one_line_not_torchs_advice(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from edsr_tf import convert
+
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pt"
+    torch.save({"a": _Evil()}, evil)
+    rc = convert.main(["--torch_checkpoint", str(evil), "--model", "edsr_baseline", "--out_dir",
+                       str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert err[0] == (f"error: {evil}: pickles a Python object (posix.system), not only tensors, so "
+                      "torch.load(weights_only=True) refuses it; re-save it with "
+                      "torch.save(model.state_dict(), ...)")
+    assert "weights_only=False" not in err[0] and not (tmp_path / "PWNED").exists()
