@@ -661,7 +661,7 @@ def _encoder(
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[planes.shape[-1]]
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     if fmt == "WEBP" and quality >= 100:
-        kwargs = {"lossless": True}
+        kwargs = {"lossless": True, "exact": True}  # exact: keep the colour under alpha 0 too
 
     def write(f: IO[bytes]) -> None:
         im = Image.fromarray(np.ascontiguousarray(planes if mode != "L" else planes[..., 0]), mode)

@@ -185,6 +185,28 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def webp_is_lossless(path: Path) -> bool:
+    """Whether the WebP file ``path`` holds a lossless (VP8L) image, from its chunk headers.
+
+    ``--format keep`` writes such an input losslessly (quality 95 would make it lossy).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+                return False
+            for _ in range(64):  # VP8X, ICCP, ANIM, ALPH, ... then the image chunk
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return False
+                if chunk[:4] in (b"VP8L", b"VP8 ", b"ANMF"):
+                    return chunk[:4] == b"VP8L"
+                f.seek(int.from_bytes(chunk[4:], "little") + 1 & ~1, 1)  # chunks are padded to even
+    except OSError:
+        return False
+    return False
+
+
 def output_path(out_dir: Path, src: Path, scale: int, *, bicubic: bool = False,
                 keep_format: bool = False, bit_depth: int = 8) -> Path:
     """``out_dir/<stem>_x<s>[_bicubic].<ext>``; ext ``.png`` unless keeping a format that fits."""
@@ -307,12 +329,12 @@ def build_parser() -> ArgumentParser:
                    help="replace outputs left by an earlier run (default: skip them with a notice); "
                         "an input is never overwritten")
     add_max_pixels(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-file lines")
     add_flag(p, "--max_memory", type=memory_arg, default=DEFAULT_MAX_MEMORY, metavar="BYTES",
              help="refuse (before decoding it) an input whose upscaling would need more than this "
                   "memory, estimated from its header, the output and the tiling flags: about 8 bytes "
                   "per output pixel (40 for 16-bit PNGs) plus the input and the model's tiles; "
                   f"default {format_bytes(DEFAULT_MAX_MEMORY)}; '8G', '512M'; 0 = no limit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-file lines")
     return p
 
 
@@ -443,7 +465,6 @@ def _upscale(cli: CommandLine) -> int:
 
     for name in dict.fromkeys(chosen.values()):  # load (and check) every model before any work
         runner_for(next(src for src, n in chosen.items() if n == name))
-
     if args.max_memory:  # memory follows the output, not the file: refuse before decoding
         fits = []
         for job in plan.jobs:
@@ -458,6 +479,7 @@ def _upscale(cli: CommandLine) -> int:
                       f"over --max_memory {format_bytes(args.max_memory)}; raise it (0 = no limit)"
                       + ("" if args.bicubic else " or lower --tile/--batch"))
         plan.jobs[:] = fits
+
     from tqdm import tqdm
 
     bar = tqdm(plan.jobs, unit="img", disable=args.quiet or len(plan.jobs) < 2, file=sys.stderr)
@@ -476,7 +498,8 @@ def _upscale(cli: CommandLine) -> int:
             t0 = time.perf_counter()
             img = read_image(src, max_pixels=args.max_pixels)
             out, alpha = upscale_image(img, scale, runner_for(src), **tiling.kwargs(), progress=progress)
-            write_image(dst, out, alpha=alpha)
+            lossless = dst.suffix == ".webp" and webp_is_lossless(src)  # --format keep: keep lossless
+            write_image(dst, out, alpha=alpha, quality=100 if lossless else 95)
             if not args.quiet:
                 # printable: a non-UTF-8 name on a strict stdout must not fail a written file
                 tqdm.write(printable(

@@ -634,3 +634,25 @@ def test_convert_of_a_malicious_pt_gives_our_one_line_not_torchs_advice(tmp_path
                       "torch.load(weights_only=True) refuses it; re-save it with "
                       "torch.save(model.state_dict(), ...)")
     assert "weights_only=False" not in err[0] and not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_format_keep_writes_a_lossless_webp_losslessly(tmp_path, alpha, capsys):
+    from edsr_tf.images import read_image as read
+    from edsr_tf.upscale import bicubic_channels, main, webp_is_lossless
+
+    rng = np.random.default_rng(8)
+    px = rng.integers(0, 256, (20, 24, 4 if alpha else 3), dtype=np.uint8)
+    src = tmp_path / "in.webp"
+    Image.fromarray(px).save(src, "WEBP", lossless=True, exact=True)
+    lossy = tmp_path / "lossy.webp"
+    Image.fromarray(px).save(lossy, "WEBP", quality=80)
+    rc = main(["--bicubic", "--scale", "2", "--quiet", "--format", "keep", "--out_dir", str(tmp_path / "o"),
+               str(src), str(lossy)])
+    assert rc == 0, capsys.readouterr().err
+    got = read(tmp_path / "o" / "in_x2_bicubic.webp")
+    np.testing.assert_array_equal(got.channels(), bicubic_channels(px[..., :3], 2))
+    if alpha:
+        np.testing.assert_array_equal(got.alpha, bicubic_channels(px[..., 3], 2))
+    assert webp_is_lossless(src) and not webp_is_lossless(lossy)
+    assert not webp_is_lossless(tmp_path / "o" / "lossy_x2_bicubic.webp")  # a lossy input stays lossy
