@@ -7,12 +7,13 @@
 For each preset, the same network (identical parameter count, checked) is trained on
 random LR/HR patches with L1 + Adam: ours through ``SRTrainer`` and the checkpointable
 ``TrainLoop`` exactly as ``train.py`` runs it; the reference is a plain PyTorch
-(CPU) ``zero_grad / forward / L1 / backward / Adam step`` of an EDSR-PyTorch-style
-module written below. Timed rounds alternate between the two frameworks (the
-machine may be shared) and the median round is reported; each framework runs in its
-own process so that their thread pools do not compete. MDSR cycles through its
-scales, one per batch, as in training. Ours uses all cores; PyTorch gets the faster
-of all cores and one thread (its OpenMP pool can collapse on a busy machine).
+(CPU) ``zero_grad / forward / L1 / backward / Adam step`` of EDSR-PyTorch's module tree,
+``tests/torch_reference.py`` (the one PyTorch EDSR/MDSR, also the weight-import tests').
+Timed rounds alternate between the two frameworks (the machine may be shared) and the
+median round is reported; each framework runs in its own process so that their thread
+pools do not compete. MDSR cycles through its scales, one per batch, as in training.
+Ours uses all cores; PyTorch gets the faster of all cores and one thread (its OpenMP pool
+can collapse on a busy machine).
 
 Both sides run the same precision: ``fp32`` is ours under the float32 policy against
 PyTorch in float32; ``bf16`` is ours under ``mixed_bfloat16`` (what
@@ -42,69 +43,18 @@ DEFAULT_BATCH = {"edsr_baseline": 16, "edsr": 2, "mdsr_baseline": 16, "mdsr": 16
 PRECISIONS = ("fp32", "bf16")
 #: Our dtype policy per benchmark precision (``--mixed_precision`` none / bf16).
 KERAS_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16"}
-RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
 # ----------------------------------------------------------------------------- PyTorch reference
 
 def torch_model(arch: str, scales, n_resblocks: int, n_feats: int, res_scale: float):
-    """EDSR / MDSR as EDSR-PyTorch builds them (NCHW, PixelShuffle upsampler)."""
-    import torch
-    from torch import nn
+    """EDSR / MDSR as EDSR-PyTorch builds them (NCHW, PixelShuffle upsampler): tests/torch_reference.py."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import torch_reference  # imports torch: only in the PyTorch worker
 
-    def conv(cin, cout, k=3):
-        return nn.Conv2d(cin, cout, k, padding=k // 2, bias=True)
-
-    class ResBlock(nn.Module):
-        def __init__(self, k, scale):
-            super().__init__()
-            self.body = nn.Sequential(conv(n_feats, n_feats, k), nn.ReLU(True), conv(n_feats, n_feats, k))
-            self.res_scale = scale
-
-        def forward(self, x):
-            return x + self.body(x) * self.res_scale
-
-    def upsampler(scale):
-        layers = []
-        if scale == 3:
-            layers += [conv(n_feats, 9 * n_feats), nn.PixelShuffle(3)]
-        else:
-            for _ in range(int(math.log2(scale))):
-                layers += [conv(n_feats, 4 * n_feats), nn.PixelShuffle(2)]
-        return nn.Sequential(*layers)
-
-    mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1) * 255.0
-
-    class EDSR(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.head = conv(3, n_feats)
-            self.body = nn.Sequential(*[ResBlock(3, res_scale) for _ in range(n_resblocks)],
-                                      conv(n_feats, n_feats))
-            self.tail = nn.Sequential(upsampler(scales[0]), conv(n_feats, 3))
-
-        def forward(self, x, scale=None):
-            x = self.head(x - mean)
-            x = x + self.body(x)
-            return self.tail(x) + mean
-
-    class MDSR(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.head = conv(3, n_feats)
-            self.pre_process = nn.ModuleDict(
-                {str(s): nn.Sequential(ResBlock(5, 1.0), ResBlock(5, 1.0)) for s in scales})
-            self.body = nn.Sequential(*[ResBlock(3, 1.0) for _ in range(n_resblocks)],
-                                      conv(n_feats, n_feats))
-            self.upsample = nn.ModuleDict({str(s): upsampler(s) for s in scales})
-            self.tail = conv(n_feats, 3)
-
-        def forward(self, x, scale):
-            x = self.pre_process[str(scale)](self.head(x - mean))
-            x = x + self.body(x)
-            return self.tail(self.upsample[str(scale)](x)) + mean
-
-    return EDSR() if arch == "edsr" else MDSR()
+    if arch == "edsr":
+        return torch_reference.EDSR(scales[0], n_resblocks, n_feats, res_scale)
+    return torch_reference.MDSR(scales, n_resblocks, n_feats)
 
 
 class TorchBench:
@@ -116,7 +66,9 @@ class TorchBench:
         self.torch = torch
         self.model = torch_model(config.arch, config.scales, config.n_resblocks, config.n_feats,
                                  config.res_scale)
-        self.params = sum(p.numel() for p in self.model.parameters())
+        self.scales = list(config.scales)
+        # The mean shifts are frozen 1x1 convs (constants in ours): not counted, not trained.
+        self.params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
         # NHWC numpy → NCHW tensors, (scale, lr, hr)
         self.batches = [(s, torch.from_numpy(lr.transpose(0, 3, 1, 2).copy()),
@@ -129,9 +81,11 @@ class TorchBench:
             scale, lr, hr = self.batches[self.i % len(self.batches)]
             self.i += 1
             self.opt.zero_grad()
+            if hasattr(self.model, "set_scale"):  # MDSR: this batch's scale branch
+                self.model.set_scale(self.scales.index(scale))
             # PyTorch's standard CPU mixed precision: autocast around forward + loss, backward outside.
             with self.torch.autocast("cpu", dtype=self.torch.bfloat16, enabled=self.bf16):
-                loss = self.torch.nn.functional.l1_loss(self.model(lr, scale), hr)
+                loss = self.torch.nn.functional.l1_loss(self.model(lr), hr)
             loss.backward()
             self.opt.step()
         return float(loss.detach())
