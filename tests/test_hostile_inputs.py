@@ -656,3 +656,57 @@ def test_format_keep_writes_a_lossless_webp_losslessly(tmp_path, alpha, capsys):
         np.testing.assert_array_equal(got.alpha, bicubic_channels(px[..., 3], 2))
     assert webp_is_lossless(src) and not webp_is_lossless(lossy)
     assert not webp_is_lossless(tmp_path / "o" / "lossy_x2_bicubic.webp")  # a lossy input stays lossy
+
+
+# ------------------------------------------------------------------ 10: export into a mount point
+
+
+@pytest.mark.parametrize("case", ["mount_point", "read_only_parent"])
+def test_export_into_a_mount_point_or_under_a_read_only_parent(tmp_path, monkeypatch, case):
+    """A container volume cannot be renamed (EBUSY), and a read-only parent takes no hidden
+    ``.partial`` sibling: the export is staged inside the folder and swapped in entry by entry;
+    the user's files there stay, nothing is left behind."""
+    import errno as errno_
+
+    from edsr_tf.export import ExportOptions, common, export_model
+    from edsr_tf.models import ModelConfig, build_model
+
+    out = tmp_path / "vol"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "report.md").write_text("an earlier export's report")
+    if case == "mount_point":
+        real_rename, real_exchange = os.rename, common._renameat2_exchange
+
+        def rename(a, b, *args, **kw):
+            if Path(a) == out or Path(b) == out:
+                raise OSError(errno_.EBUSY, "Device or resource busy", str(out))
+            return real_rename(a, b, *args, **kw)
+
+        def exchange(a, b):
+            if Path(a) == out or Path(b) == out:
+                raise OSError(errno_.EBUSY, "Device or resource busy", str(out))
+            return real_exchange(a, b)
+
+        monkeypatch.setattr(os, "rename", rename)
+        monkeypatch.setattr(common, "_renameat2_exchange", exchange)
+        monkeypatch.setattr(common.os.path, "ismount", lambda p: Path(p) == out)
+    else:
+        real_make_dir = common.make_dir
+
+        def make_dir(path):
+            if Path(path).parent == tmp_path:
+                raise PermissionError(errno_.EACCES, "Permission denied", str(path))
+            return real_make_dir(path)
+
+        monkeypatch.setattr(common, "make_dir", make_dir)
+    config = ModelConfig("edsr", (2,), n_resblocks=1, n_feats=8)
+    photo = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    export_model(build_model(config), config, out,
+                 ExportOptions(formats=("tflite",), quantize=("none",), latency_runs=0,
+                               verify_images=[("noise", photo)]))
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["notes.txt", "report.json", "report.md", "tflite"], names
+    assert (out / "notes.txt").read_text() == "mine"
+    assert "an earlier" not in (out / "report.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vol"]

@@ -299,14 +299,23 @@ def staging_dir(out: Path, kind: str = "partial") -> Path:
     """A new empty folder ``.<out>.<kind>-<host>-<pid>-<random>`` next to ``out`` (0o755 & ~umask).
 
     The host and process id in the name let a later run remove it if this process
-    is killed (:func:`clean_stale`).
+    is killed (:func:`clean_stale`). Where ``out`` is a mount point (a container volume:
+    it cannot be renamed, EBUSY) or its parent is not writable, the folder is made inside
+    an existing ``out`` instead, and :func:`install` swaps entries there (:func:`swap_entries`).
     """
+    inside = out.is_dir() and not out.is_symlink() and (
+        os.path.ismount(out) or not os.access(out.parent, os.W_OK | os.X_OK))
     for _ in range(100):
-        path = out.parent / f".{out.name}.{kind}-{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
+        path = (out if inside else out.parent) / \
+            f".{out.name}.{kind}-{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             return make_dir(path)
         except FileExistsError:
             continue
+        except OSError as e:  # e.g. EACCES/EROFS on the parent, which os.access may not tell
+            if inside or not out.is_dir() or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            inside = True
     raise ExportError(f"--out {out}: cannot create a staging folder next to it")
 
 
@@ -316,9 +325,10 @@ def stale_folders(out: Path) -> list[tuple[Path, str]]:
     if not out.parent.is_dir():
         return []
     found = []
+    places = [out.parent] + ([out] if out.is_dir() and not out.is_symlink() else [])
     for kind in ("partial", "old"):
         prefix = f".{out.name}.{kind}-"
-        for p in out.parent.iterdir():
+        for p in (q for place in places for q in place.iterdir()):
             if not p.name.startswith(prefix) or p.is_symlink() or not p.is_dir():
                 continue
             m = _STAGING_RE.match(p.name[len(prefix):])
@@ -441,8 +451,12 @@ def swap_in(staging: Path, out: Path) -> None:
 
     Uses an atomic exchange where the system has one; else renames ``out`` aside to
     ``.<out>.old-...`` first (put back if the second rename fails, or by
-    :func:`clean_stale` after a crash in between).
+    :func:`clean_stale` after a crash in between). A ``staging`` inside ``out``
+    (:func:`staging_dir`) is swapped in entry by entry (:func:`swap_entries`).
     """
+    if staging.parent == out:
+        swap_entries(staging, out)
+        return
     if not os.path.lexists(out):
         os.rename(staging, out)
         return
@@ -460,6 +474,27 @@ def swap_in(staging: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def swap_entries(staging: Path, out: Path) -> None:
+    """Moves the export in ``staging`` (a folder inside ``out``) into ``out`` entry by entry.
+
+    For an ``out`` that cannot itself be renamed (a mount point) or whose parent is read-only:
+    the export's previous entries (:func:`export_entries`) go into ``staging`` first, then
+    each new entry is renamed into place (one rename each; the reports last, so a report
+    never describes a half-installed export), and ``staging`` with the old entries is deleted.
+    """
+    owned = export_entries()
+    trash = staging / f".old-{secrets.token_hex(4)}"
+    make_dir(trash)
+    for entry in sorted(out.iterdir()):
+        if entry.name in owned:
+            os.rename(entry, trash / entry.name)
+    reports = set(REPORT_FILES)
+    for entry in sorted(staging.iterdir(), key=lambda e: (e.name in reports, e.name)):
+        if entry != trash:
+            os.rename(entry, out / entry.name)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def install(staging: Path, out: Path, *, keep_versions: bool = True) -> None:
     """Replaces ``out`` by the verified export in ``staging`` as one unit.
 
@@ -472,7 +507,11 @@ def install(staging: Path, out: Path, *, keep_versions: bool = True) -> None:
     if out.is_dir():
         owned = export_entries()
         for entry in sorted(out.iterdir()):
+            if entry == staging:
+                continue
             if entry.name not in owned:
+                if staging.parent == out:
+                    continue  # swapped in place: the user's files stay where they are
                 if not os.path.lexists(staging / entry.name):
                     _carry(entry, staging / entry.name)
                 continue
@@ -482,5 +521,6 @@ def install(staging: Path, out: Path, *, keep_versions: bool = True) -> None:
                         dst = staging / "savedmodel" / model_dir.name / str(v)
                         if not os.path.lexists(dst):
                             _carry(model_dir / str(v), dst)
-        os.chmod(staging, stat.S_IMODE(out.stat().st_mode))
+        if staging.parent != out:
+            os.chmod(staging, stat.S_IMODE(out.stat().st_mode))
     swap_in(staging, out)
