@@ -304,7 +304,7 @@ def resolve_config(
     scale(s); for MDSR it may pick a subset of them. MDSR takes ``res_scale`` 1 only
     (EDSR-PyTorch's MDSR has no residual scaling). Errors carry the ``option`` at fault.
     """
-    from edsr_tf.models.config import PRESETS, ModelConfig
+    from edsr_tf.models.config import PRESETS, ConfigError, ModelConfig, parse_scales
 
     if preset not in PRESETS:
         raise ConversionError(
@@ -333,42 +333,39 @@ def resolve_config(
             f"preset, or give {give} (and {{res_scale}} if not {p_res:g}) for a "
             "non-standard network",
             option="preset", args={"preset": preset, **needed, "res_scale": None})
-    if arch == "mdsr" and res_scale is not None and float(res_scale) != 1.0:
-        raise ConversionError(
-            "EDSR-PyTorch's MDSR has no residual scaling (its ResBlocks use 1) but edsr-tf's "
-            "MDSR applies res_scale, so {res_scale} would change the outputs; convert MDSR "
-            "with res_scale 1", option="res_scale", args={"res_scale": f"{float(res_scale):g}"})
-    if scale is None:
+    try:
+        scales = parse_scales(scale)
+    except ConfigError as e:  # not integers
+        raise ConversionError(str(e), option="scale") from None
+    if scales is None:
         scales = layout.scales
     else:
-        if isinstance(scale, (int, np.integer)):
-            scales = (int(scale),)
-        else:
-            scales = tuple(int(s) for s in scale)
-        missing = [s for s in scales if s not in layout.scales]
-        if not scales or missing:
+        if any(s not in layout.scales for s in scales):
             ups = "upsamplers are" if len(layout.scales) > 1 else "upsampler is"
             raise ConversionError(
                 f"{{scale}}: the checkpoint's {ups} for x{', x'.join(map(str, layout.scales))}",
-                option="scale", args={"scale": format_scales(scales) or "(none)"})
+                option="scale", args={"scale": format_scales(scales)})
         if arch == "edsr" and len(scales) != 1:
             raise ConversionError(
                 "{scale}: an EDSR checkpoint has one scale", option="scale",
                 args={"scale": format_scales(scales)})
     if arch == "mdsr":
         scales = tuple(sorted(scales))
-    blocks = p_blocks if n_resblocks is None else int(n_resblocks)
-    feats = p_feats if n_feats is None else int(n_feats)
-    rscale = p_res if res_scale is None else float(res_scale)
     try:
         config = ModelConfig(
-            arch=arch, scales=scales, n_resblocks=blocks, n_feats=feats, res_scale=rscale,
-            preset=preset,
+            arch=arch, scales=scales, n_resblocks=p_blocks if n_resblocks is None else n_resblocks,
+            n_feats=p_feats if n_feats is None else n_feats,
+            res_scale=p_res if res_scale is None else res_scale, preset=preset,
         )
-    except ValueError as e:  # sizes out of bounds (the model config's checks)
-        raise ConversionError(str(e), option="n_resblocks" if "n_resblocks" in str(e) else
-                              "n_feats" if "n_feats" in str(e) else "res_scale") from None
-    if (blocks, feats, rscale) != (p_blocks, p_feats, p_res):
+    except ConfigError as e:  # sizes out of bounds (the model config's one check): its field is the option
+        fields = ["scale" if f == "scales" else f for f in e.fields]
+        raise ConversionError(str(e), option=fields[0] if fields else None) from None
+    if arch == "mdsr" and config.res_scale != 1.0:
+        raise ConversionError(
+            "EDSR-PyTorch's MDSR has no residual scaling (its ResBlocks use 1) but edsr-tf's "
+            "MDSR applies res_scale, so {res_scale} would change the outputs; convert MDSR "
+            "with res_scale 1", option="res_scale", args={"res_scale": f"{config.res_scale:g}"})
+    if (config.n_resblocks, config.n_feats, config.res_scale) != (p_blocks, p_feats, p_res):
         # The file must not claim a preset whose architecture it does not have.
         config = dataclasses.replace(config, preset=None)
     return config

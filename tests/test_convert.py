@@ -414,3 +414,23 @@ def test_import_needs_neither_torch_nor_tensorflow(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "needs torch" in proc.stdout and "x.pt" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("kwargs, option, message", [
+    ({"n_resblocks": 2000, "n_feats": 8}, "n_resblocks", r"n_resblocks must be in \[0, 1000\]"),
+    ({"n_resblocks": 2, "n_feats": 5000}, "n_feats", r"n_feats must be in \[1, 1024\]"),
+    ({"n_resblocks": 2.5, "n_feats": 8}, "n_resblocks", r"n_resblocks must be an integer, got 2\.5"),
+    ({"n_resblocks": 2, "n_feats": 8, "res_scale": float("nan")}, "res_scale", "res_scale must be"),
+    ({"n_resblocks": 900, "n_feats": 1024}, "n_resblocks", r"M parameters, over the 1,000 M limit"),
+    ({"n_resblocks": 2, "n_feats": 8, "scale": "2.5"}, "scale", "scale must be an integer"),
+    ({"n_resblocks": 2, "n_feats": 8, "scale": 5}, "scale", r"scale=5: the checkpoint's upsampler is for x2"),
+])
+def test_resolve_config_names_the_option_the_model_config_refuses(kwargs, option, message):
+    """The option at fault comes from the model config's one check (its fields), not from
+    the wording of its message."""
+    from edsr_tf.torch_import import CheckpointLayout, resolve_config
+
+    layout = CheckpointLayout("edsr", kwargs["n_resblocks"], kwargs["n_feats"], (2,))
+    with pytest.raises(ConversionError, match=message) as e:
+        resolve_config(layout, "edsr_baseline", **kwargs)
+    assert e.value.option == option

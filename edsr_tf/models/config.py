@@ -29,8 +29,23 @@ MAX_N_RESBLOCKS = 1000
 MAX_PARAMS = 1_000_000_000
 
 
-class ScaleError(ValueError):
+class ConfigError(ValueError):
+    """A model config value that is out of bounds or of the wrong type.
+
+    ``fields``: the :class:`ModelConfig` fields at fault (two for the size limit), so a front
+    end can name its own option without reading the message.
+    """
+
+    def __init__(self, message: str, *fields: str):
+        super().__init__(message)
+        self.fields = fields
+
+
+class ScaleError(ConfigError):
     """A scale that is not an integer, or that a model does not have (message says which)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "scales")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,39 +61,41 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.arch not in ("edsr", "mdsr"):
-            raise ValueError(f"unknown architecture {self.arch!r}: expected 'edsr' or 'mdsr'")
+            raise ConfigError(f"unknown architecture {self.arch!r}: expected 'edsr' or 'mdsr'", "arch")
         if isinstance(self.scales, (str, bytes)) or not hasattr(self.scales, "__iter__"):
-            raise ValueError(f"scales must be a list of integers, got {self.scales!r}")
-        object.__setattr__(self, "scales", tuple(_integer("scale", s) for s in self.scales))
+            raise ConfigError(f"scales must be a list of integers, got {self.scales!r}", "scales")
+        object.__setattr__(self, "scales", tuple(_integer("scale", s, "scales") for s in self.scales))
         if not self.scales:
-            raise ValueError("scales is empty: a model needs at least one scale")
+            raise ConfigError("scales is empty: a model needs at least one scale", "scales")
         if len(set(self.scales)) != len(self.scales):
-            raise ValueError(f"scales {list(self.scales)} repeat a scale")
+            raise ConfigError(f"scales {list(self.scales)} repeat a scale", "scales")
         if self.arch == "edsr" and len(self.scales) != 1:
-            raise ValueError(f"EDSR has exactly one scale, got {self.scales}")
+            raise ConfigError(f"EDSR has exactly one scale, got {self.scales}", "scales")
         allowed = EDSR_SCALES if self.arch == "edsr" else (2, 3, 4)
         for s in self.scales:
             if s not in allowed:
-                raise ValueError(f"unsupported {self.arch} scale {s}: expected one of {allowed}")
+                raise ConfigError(f"unsupported {self.arch} scale {s}: expected one of {allowed}", "scales")
         blocks = _integer("n_resblocks", self.n_resblocks)
         feats = _integer("n_feats", self.n_feats)
         object.__setattr__(self, "n_resblocks", blocks)
         object.__setattr__(self, "n_feats", feats)
         if not 0 <= blocks <= MAX_N_RESBLOCKS:
-            raise ValueError(f"n_resblocks must be in [0, {MAX_N_RESBLOCKS}], got {blocks}")
+            raise ConfigError(f"n_resblocks must be in [0, {MAX_N_RESBLOCKS}], got {blocks}", "n_resblocks")
         if not 1 <= feats <= MAX_N_FEATS:
-            raise ValueError(f"n_feats must be in [1, {MAX_N_FEATS}], got {feats}")
+            raise ConfigError(f"n_feats must be in [1, {MAX_N_FEATS}], got {feats}", "n_feats")
         if isinstance(self.res_scale, bool) or not isinstance(self.res_scale, (int, float)) \
                 or not math.isfinite(self.res_scale) or self.res_scale <= 0:
-            raise ValueError(f"res_scale must be a finite number > 0, got {self.res_scale!r}")
+            raise ConfigError(f"res_scale must be a finite number > 0, got {self.res_scale!r}", "res_scale")
         object.__setattr__(self, "res_scale", float(self.res_scale))
         if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}: expected one of {sorted(PRESETS)} or null")
+            raise ConfigError(f"unknown preset {self.preset!r}: expected one of {sorted(PRESETS)} or null",
+                              "preset")
         params = self.estimated_params()
         if params > MAX_PARAMS:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.arch} with n_resblocks={blocks}, n_feats={feats} would have about "
-                f"{params / 1e6:,.0f} M parameters, over the {MAX_PARAMS / 1e6:,.0f} M limit"
+                f"{params / 1e6:,.0f} M parameters, over the {MAX_PARAMS / 1e6:,.0f} M limit",
+                "n_resblocks", "n_feats",
             )
 
     def estimated_params(self) -> int:
@@ -115,7 +132,7 @@ class ModelConfig:
         None gives MDSR its default scales (2, 3, 4) and is an error for EDSR.
         """
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
+            raise ConfigError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}", "preset")
         arch, blocks, feats, res_scale = PRESETS[preset]
         scales = parse_scales(scale)
         if scales is None:
@@ -211,8 +228,10 @@ def resolve_scale(config: ModelConfig, requested: Any = None) -> int:
     return scales[0]
 
 
-def _integer(name: str, value: Any) -> int:
-    """``value`` as an int; a bool, float with a fraction or string is an error naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+def _integer(name: str, value: Any, field: str | None = None) -> int:
+    """``value`` as an int; a bool, float with a fraction or string is a :class:`ConfigError`
+    naming ``name`` (of the config field ``field``, default ``name``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value != int(value):
+        raise ConfigError(f"{name} must be an integer, got {value!r}", field or name)
     return int(value)
