@@ -14,6 +14,12 @@ precision, wall time, the Set5 validation curve). Then, all measured in this run
 3. exports it to TFLite dynamic-range and int8 (``python -m export``'s library, calibrated on the
    training images) and records the PSNR drop of each against the Keras model on whole Set5/Set14;
 4. writes SHA-256, size and the card into ``edsr_tf/pretrained/manifest.json``.
+
+    python benchmarks/ship_pretrained.py --refresh edsr_baseline_x3 --dataset_dir ../shared/data/edsr_benchmark
+
+re-measures an already shipped model without its run folder: step 2 on the shipped file
+(checked against its manifest SHA-256), the card's Set5/Set14 results (and LR-JPEG results,
+if it has them) replaced by the new figures, the rest of the card kept.
 """
 
 from __future__ import annotations
@@ -120,6 +126,66 @@ def evaluate(weights: Path | None, scale: int, dataset_dir: Path, *, self_ensemb
     return out
 
 
+def card_results(scale: int, plain: dict, plus: dict, bicubic: dict) -> list[dict]:
+    """The card's ``results``: per set, the model next to bicubic and the paper, then with self-ensemble."""
+    results = []
+    for s in plain:
+        results.append({"set": s, "scale": scale, "self_ensemble": False, **plain[s],
+                        "bicubic_psnr": bicubic[s]["psnr"], "bicubic_ssim": bicubic[s]["ssim"],
+                        "paper_edsr_baseline_div2k": PAPER_EDSR_BASELINE.get((s, scale))})
+        results.append({"set": s, "scale": scale, "self_ensemble": True, **plus[s]})
+    return results
+
+
+def jpeg_card_results(weights: Path, scale: int, dataset_dir: Path, quality: int = 75) -> list[dict]:
+    """The card's ``jpeg_results``: the model on LR saved as JPEG ``quality`` (evaluate
+    --lr_jpeg_quality), next to bicubic on the same LR."""
+    on_jpeg = evaluate(weights, scale, dataset_dir, lr_jpeg_quality=quality)
+    bic_jpeg = evaluate(None, scale, dataset_dir, lr_jpeg_quality=quality)
+    return [{"set": s, "scale": scale, "lr_jpeg_quality": quality, **on_jpeg[s],
+             "bicubic_psnr": bic_jpeg[s]["psnr"], "bicubic_ssim": bic_jpeg[s]["ssim"]} for s in on_jpeg]
+
+
+def refresh(name: str, dataset_dir: Path) -> dict:
+    """Re-measures the shipped model ``name``'s Set5/Set14 figures (with and without
+    self-ensemble, bicubic) on its shipped file and stores them in its card; returns the card.
+
+    For a model whose run folder is gone: the rest of the card (training, fp32 and TFLite
+    figures, curve) is kept as it was.
+    """
+    from edsr_tf.fileio import atomic_write_text
+    from edsr_tf.pretrained import MANIFEST, PACKAGE_DIR, sha256_of
+
+    manifest_path = PACKAGE_DIR / MANIFEST
+    entry = json.loads(manifest_path.read_text())["models"].get(name)
+    if entry is None:
+        raise SystemExit(f"--refresh {name}: not in {manifest_path}")
+    weights = PACKAGE_DIR / entry["file"]
+    if sha256_of(weights) != entry["sha256"]:
+        raise SystemExit(f"--refresh {name}: {weights} is not the file its manifest entry describes")
+    if len(entry["scales"]) != 1:
+        raise SystemExit("only single-scale models are shipped by this script")
+    scale = entry["scales"][0]
+    results = card_results(scale, evaluate(weights, scale, dataset_dir),
+                           evaluate(weights, scale, dataset_dir, self_ensemble=True),
+                           evaluate(None, scale, dataset_dir))
+    jpeg = entry["card"].get("jpeg_results")
+    if jpeg:
+        jpeg = jpeg_card_results(weights, scale, dataset_dir, jpeg[0]["lr_jpeg_quality"])
+    # Read again just before writing: other models' entries may have changed meanwhile.
+    doc = json.loads(manifest_path.read_text())
+    if doc["models"].get(name, {}).get("sha256") != entry["sha256"]:
+        raise SystemExit(f"--refresh {name}: the model was replaced while it was measured; run again")
+    card = doc["models"][name]["card"]
+    card["results"] = results
+    if jpeg:
+        card["jpeg_results"] = jpeg
+    card["results_measured_by"] = (f"python benchmarks/ship_pretrained.py --refresh {name} "
+                                   f"--dataset_dir {dataset_dir}")
+    atomic_write_text(manifest_path, json.dumps(doc, indent=2) + "\n")
+    return card
+
+
 def export_drops(weights: Path, scale: int, dataset_dir: Path, calibration_dir: Path) -> dict:
     """TFLite dynamic/int8 PSNR drop (dB) against the Keras model on whole Set5/Set14 images."""
     from edsr_tf.benchmark_sets import find_datasets
@@ -165,8 +231,11 @@ def prior_lineage(init_from: str | None, given: str | None) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--name", required=True, help="shipped name, e.g. edsr_baseline_x2")
-    p.add_argument("--run_dir", required=True, type=Path, help="train.py --out_dir of the run")
+    p.add_argument("--name", help="shipped name, e.g. edsr_baseline_x2")
+    p.add_argument("--run_dir", type=Path, help="train.py --out_dir of the run")
+    p.add_argument("--refresh", metavar="NAME",
+                   help="re-measure the Set5/Set14 figures of the shipped model NAME on its shipped "
+                        "file (no run folder needed) and store them in its card; nothing else changes")
     p.add_argument("--weights", type=Path, help="default: <run_dir>/final.weights.h5")
     p.add_argument("--dataset_dir", type=Path, default=REPO.parent / "shared" / "data" / "edsr_benchmark")
     p.add_argument("--calibration_dir", type=Path, default=REPO.parent / "shared" / "data" / "train" / "BSD200")
@@ -182,6 +251,14 @@ def main(argv=None) -> int:
     p.add_argument("--keep_int8", action="store_true",
                    help="keep the manifest's int8_tflite entry (only when the int8 file is re-derived next)")
     args = p.parse_args(argv)
+    if args.refresh:
+        if args.name or args.run_dir:
+            p.error("--refresh NAME takes no --name or --run_dir")
+        card = refresh(args.refresh, args.dataset_dir)
+        print(json.dumps({k: card[k] for k in ("results", "jpeg_results") if k in card}, indent=2))
+        return 0
+    if not (args.name and args.run_dir):
+        p.error("--name and --run_dir are required (or --refresh NAME)")
 
     from edsr_tf.models import read_config
     from edsr_tf.pretrained import MANIFEST, PACKAGE_DIR, sha256_of
@@ -211,22 +288,10 @@ def main(argv=None) -> int:
     bicubic = evaluate(None, scale, args.dataset_dir)
     drops = {} if args.skip_export else export_drops(dst, scale, args.dataset_dir, args.calibration_dir)
     history = run_history(args.run_dir)
-    jpeg_results = []
-    if (run.get("degradation") or {}).get("jpeg_prob"):
-        # A JPEG-robust model is for compressed inputs: its card also scores them (evaluate
-        # --lr_jpeg_quality 75), next to bicubic on the same LR.
-        q = 75
-        on_jpeg, bic_jpeg = evaluate(dst, scale, args.dataset_dir, lr_jpeg_quality=q), \
-            evaluate(None, scale, args.dataset_dir, lr_jpeg_quality=q)
-        jpeg_results = [{"set": s, "scale": scale, "lr_jpeg_quality": q, **on_jpeg[s],
-                         "bicubic_psnr": bic_jpeg[s]["psnr"], "bicubic_ssim": bic_jpeg[s]["ssim"]} for s in on_jpeg]
-
-    results = []
-    for s in fp16:
-        results.append({"set": s, "scale": scale, "self_ensemble": False, **fp16[s],
-                        "bicubic_psnr": bicubic[s]["psnr"], "bicubic_ssim": bicubic[s]["ssim"],
-                        "paper_edsr_baseline_div2k": PAPER_EDSR_BASELINE.get((s, scale))})
-        results.append({"set": s, "scale": scale, "self_ensemble": True, **plus[s]})
+    # A JPEG-robust model is for compressed inputs: its card also scores them.
+    jpeg_results = (jpeg_card_results(dst, scale, args.dataset_dir)
+                    if (run.get("degradation") or {}).get("jpeg_prob") else [])
+    results = card_results(scale, fp16, plus, bicubic)
     command = args.command or f"python train.py --flagfile=configs/pretrained_{args.name}.cfg"
     lineage = prior_lineage(run.get("init_from"), args.prior_lineage)
     lineage.append({"steps": int(run["steps"]), "precision": "fp32 (QAT int8 simulation)" if run.get("qat")

@@ -198,3 +198,41 @@ def test_shipped_int8_tflite_is_checked_against_the_manifest(tmp_path):
     (copy / path.name).write_bytes(bytes(data))
     with pytest.raises(PretrainedError, match="SHA-256"):
         shipped_tflite(name, copy)
+
+
+def test_ship_pretrained_refresh_rewrites_only_the_figures_of_one_model(tmp_path, monkeypatch):
+    """``benchmarks/ship_pretrained.py --refresh NAME``: the card's results re-measured on the
+    shipped file (six decimals), the rest of the card and every other model left as they were."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "ship_pretrained", Path(__file__).resolve().parents[1] / "benchmarks" / "ship_pretrained.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    name = "edsr_baseline_x3"
+    entry = pretrained.load_manifest()[name]
+    shutil.copyfile(pretrained.PACKAGE_DIR / pretrained.MANIFEST, tmp_path / pretrained.MANIFEST)
+    shutil.copyfile(pretrained.PACKAGE_DIR / entry.file, tmp_path / entry.file)
+    monkeypatch.setattr(pretrained, "PACKAGE_DIR", tmp_path)
+    measured = []
+
+    def evaluate(weights, scale, dataset_dir, *, self_ensemble=False, lr_jpeg_quality=None):
+        measured.append((None if weights is None else weights.name, scale, self_ensemble))
+        return {s: {"psnr": 20.123456 + self_ensemble + (weights is None), "ssim": 0.5, "images": 5}
+                for s in ("Set5", "Set14")}
+
+    monkeypatch.setattr(ship, "evaluate", evaluate)
+    before = json.loads((tmp_path / pretrained.MANIFEST).read_text())["models"]
+    assert ship.main(["--refresh", name, "--dataset_dir", str(tmp_path)]) == 0
+    after = json.loads((tmp_path / pretrained.MANIFEST).read_text())["models"]
+    assert sorted(measured, key=repr) == sorted(
+        [(entry.file, 3, False), (entry.file, 3, True), (None, 3, False)], key=repr)
+    assert {k: v for k, v in after.items() if k != name} == {k: v for k, v in before.items() if k != name}
+    card, old = after[name]["card"], before[name]["card"]
+    assert [(r["set"], r["self_ensemble"], r["psnr"]) for r in card["results"]] == [
+        ("Set5", False, 20.123456), ("Set5", True, 21.123456), ("Set14", False, 20.123456),
+        ("Set14", True, 21.123456)]
+    assert card["results"][0]["bicubic_psnr"] == 21.123456
+    assert {k: v for k, v in card.items() if k not in ("results", "results_measured_by")} == \
+        {k: v for k, v in old.items() if k not in ("results", "results_measured_by")}
