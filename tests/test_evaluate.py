@@ -18,10 +18,10 @@ from edsr_tf.models import ModelConfig, build_model, save_model
 
 #: The documented schema (README, Evaluate): a change to it must change this test too.
 DOCUMENTED_RESULT_KEYS = ("set", "scale", "images", "protocol", "psnr", "ssim", "bicubic_psnr",
-                          "bicubic_ssim", "generated_lr", "path", "layout", "per_image")
+                          "bicubic_ssim", "generated_lr", "path", "layout", "lr_jpeg_quality", "per_image")
 DOCUMENTED_IMAGE_KEYS = ("image", "psnr", "ssim", "bicubic_psnr", "bicubic_ssim", "generated_lr")
 CLI_DOC_KEYS = {"method", "weights", "config", "scale", "self_ensemble", "precision", "tile",
-                "tile_overlap", "seconds", "results"}
+                "tile_overlap", "lr_jpeg_quality", "seconds", "results"}
 
 
 def _refuse_constant(name):
