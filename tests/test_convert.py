@@ -250,7 +250,7 @@ def test_pickled_module_checkpoint_is_refused_safely(ref, edsr_x2, tmp_path):
     with pytest.raises(ConversionError, match=r"whole_module\.pt: pickles .*EDSR.*state_dict\(\)"):
         torch_import.load_torch_state_dict(ckpt)
     (tmp_path / "empty.pt").write_bytes(b"")
-    with pytest.raises(ConversionError, match=r"empty\.pt: not a readable PyTorch checkpoint"):
+    with pytest.raises(ConversionError, match=r"empty\.pt: not a PyTorch checkpoint"):
         torch_import.load_torch_state_dict(tmp_path / "empty.pt")
 
 
