@@ -7,7 +7,9 @@ resolved source path), then times ``edsr_tf.data.build_train_dataset`` after a w
 - ``png``: decode PNGs in the pipeline (``crops_per_image`` patches per decode);
 - ``png_1crop``: the same with one patch per decode (what peers do; for comparison);
 - ``cache``: read decoded arrays from the cache (``cache_build_s``: first build, decoding);
-- ``generated_lr``: HR-only folder, LR made in-graph by MATLAB bicubic imresize (cached HR).
+- ``generated_lr``: HR-only folder, LR made in-graph by MATLAB bicubic imresize (cached HR);
+- ``generated_lr_jpeg``: the same plus the JPEG-robust models' degradation stage
+  (:mod:`edsr_tf.data.degrade`: half the LR crops real JPEG at quality 30-95, random grid offset).
 
 Patches/s is LR/HR patch pairs delivered per second (CPU ms/patch: process CPU time, all
 threads, per patch: steadier on a shared machine); compare with the training step's
@@ -84,7 +86,7 @@ def main() -> int:
     p.add_argument("--patch_size", type=int, default=48)
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--crops_per_image", type=int, default=None, help="default: the pipeline's default")
-    p.add_argument("--only", nargs="*", choices=["png", "png_1crop", "cache", "generated_lr"])
+    p.add_argument("--only", nargs="*", choices=["png", "png_1crop", "cache", "generated_lr", "generated_lr_jpeg"])
     args = p.parse_args()
     if not (args.data_dir / "DIV2K_train_HR").is_dir():
         print(f"error: {args.data_dir}/DIV2K_train_HR not found (--data_dir)", file=sys.stderr)
@@ -96,7 +98,7 @@ def main() -> int:
     from edsr_tf.data.pipeline import DEFAULT_CROPS_PER_IMAGE
 
     crops = args.crops_per_image or DEFAULT_CROPS_PER_IMAGE
-    only = set(args.only or ["png", "png_1crop", "cache", "generated_lr"])
+    only = set(args.only or ["png", "png_1crop", "cache", "generated_lr", "generated_lr_jpeg"])
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="edsr_input_bench_") as tmp:
         div2k, hr_dir = make_copies(args.data_dir, Path(tmp), args.copies)
@@ -114,7 +116,7 @@ def main() -> int:
         if "png_1crop" in only:
             run("png_1crop", DataSource.div2k(div2k), crops_per_image=1,
                 warmup=2, shuffle_buffer=args.batch_size * 4)
-        if "cache" in only or "generated_lr" in only:
+        if only & {"cache", "generated_lr", "generated_lr_jpeg"}:
             cache_dir = Path(tmp) / "cache"
             start = time.perf_counter()
             build_train_dataset(DataSource.div2k(div2k), 2, **common, cache_dir=cache_dir)
@@ -126,6 +128,11 @@ def main() -> int:
                 run("cache", DataSource.div2k(div2k), cache_dir=cache_dir, crops_per_image=crops)
             if "generated_lr" in only:
                 run("generated_lr", DataSource.folder(hr_dir), cache_dir=cache_dir, crops_per_image=crops)
+            if "generated_lr_jpeg" in only:
+                from edsr_tf.data.degrade import Degradation
+
+                run("generated_lr_jpeg", DataSource.folder(hr_dir), cache_dir=cache_dir, crops_per_image=crops,
+                    degradation=Degradation(jpeg_prob=0.5, jpeg_quality=(30, 95)))
     if "png" in results and "cache" in results:
         print(f"cache speed-up: x{results['cache'] / results['png']:.1f}")
     record = {
