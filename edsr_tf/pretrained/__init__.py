@@ -54,6 +54,12 @@ class PretrainedModel:
             if entry.get("self_ensemble"):
                 continue
             figures.append(f"{entry['set']} x{entry['scale']} {entry['psnr']:.2f} dB")
+        # A JPEG-robust model is for compressed inputs: show those figures too.
+        jpeg = [f"{e['set']} {e['psnr']:.2f} dB (bicubic {e['bicubic_psnr']:.2f})"
+                for e in self.card.get("jpeg_results", [])]
+        if jpeg:
+            q = self.card["jpeg_results"][0].get("lr_jpeg_quality")
+            figures.append(f"on LR JPEG q{q}: " + ", ".join(jpeg))
         return ", ".join(figures) if figures else "no figures recorded"
 
     def summary(self) -> str:
