@@ -150,7 +150,7 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def ship(result: dict) -> None:
+def ship(result: dict, command: str | None = None) -> None:
     """Copies the scale's QAT int8 model into the package and records it in the manifest."""
     import shutil
 
@@ -172,7 +172,9 @@ def ship(result: dict) -> None:
         "quantization": "full integer (uint8 in/out, int8 activations, per-channel int8 weights), "
                         "activation ranges from quantization-aware training",
         "qat": {"init_from": options.get("init_from"), "steps": options.get("steps"), "lr": options.get("lr"),
-                "command": f"python train.py --flagfile=configs/qat_{name}.cfg"},
+                "command": command or f"python train.py --flagfile=configs/qat_{name}.cfg"},
+        # Lineage: the float model shipped beside it (same training run); tests check they agree.
+        "float_weights_sha256": manifest["models"][name]["sha256"],
         "psnr_drop_db": {set_name: {"ptq_int8": round(res["ptq int8"]["drop"], 3),
                                     "qat_int8": round(res["qat int8"]["drop"], 3),
                                     "qat_int8_vs_qat_float": round(res["qat float"]["psnr"] - res["qat int8"]["psnr"], 3)}
@@ -193,6 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--dataset_dir", type=Path, default=REPO.parent / "shared" / "data" / "edsr_benchmark")
     p.add_argument("--json", type=Path)
     p.add_argument("--ship", action="store_true", help="ship the QAT int8 TFLite models (see above)")
+    p.add_argument("--command", default=None, help="--ship: the QAT run's training command, for the manifest")
     a = p.parse_args(argv)
     from edsr_tf.precision import cpu_model_name
 
@@ -202,7 +205,7 @@ def main(argv=None) -> int:
         for s in (int(x) for x in a.scales.split(",")):
             results.append(run_scale(s, sets, a.dataset_dir, Path(a.qat_weights.format(scale=s)), Path(tmp)))
             if a.ship:
-                ship(results[-1])
+                ship(results[-1], a.command)
     print(f"CPU: {cpu_model_name()} ({platform.machine()})\n")
     print(markdown(results))
     if a.json:

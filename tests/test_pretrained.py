@@ -236,3 +236,18 @@ def test_ship_pretrained_refresh_rewrites_only_the_figures_of_one_model(tmp_path
     assert card["results"][0]["bicubic_psnr"] == 21.123456
     assert {k: v for k, v in card.items() if k not in ("results", "results_measured_by")} == \
         {k: v for k, v in old.items() if k not in ("results", "results_measured_by")}
+
+
+def test_int8_tflite_is_of_the_shipped_float_weights():
+    """An int8 file that records the float weights it was derived with (benchmarks/qat_int8.py
+    --ship) must sit beside exactly those weights: re-shipping the float model without
+    re-deriving the int8 file (ship_pretrained.py drops a stale entry) fails here."""
+    from edsr_tf.pretrained import load_manifest
+
+    checked = 0
+    for name, model in load_manifest().items():
+        recorded = (model.int8_tflite or {}).get("float_weights_sha256")
+        if recorded is not None:
+            assert recorded == model.sha256, f"{name}: its int8 file comes from other float weights"
+            checked += 1
+    assert checked >= 1
