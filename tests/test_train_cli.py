@@ -254,6 +254,11 @@ def test_shipped_configs_parse_and_follow_the_paper_schedule(cfg, tmp_path):
         assert opts.lr_schedule == "cosine" and config.preset == "edsr_baseline"
         assert config.scales == (int(cfg[-5]),)
         return
+    if cfg.startswith("jpeg_"):
+        # A JPEG-robust fine-tune of a shipped model: degraded LR, short cosine schedule.
+        assert opts.degradation["jpeg_prob"] > 0 and opts.init_from and opts.lr_schedule == "cosine"
+        assert config.preset == "edsr_baseline" and config.scales == (int(cfg[-5]),)
+        return
     if cfg.startswith("qat_"):
         # Quantization-aware fine-tuning of a shipped model (float32, small lr).
         assert opts.qat and opts.init_from and config.preset == "edsr_baseline"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from edsr_tf.pretrained import PretrainedError, PretrainedModel, format_models, list_models
+from edsr_tf.pretrained import JPEG_SUFFIX, PretrainedError, PretrainedModel, format_models, list_models
 
 
 def _fmt(value, spec: str = ".2f") -> str:
@@ -28,9 +28,15 @@ def _psnr_ssim(r: dict | None, psnr: str = "psnr", ssim: str = "ssim") -> str:
 
 
 def results_table(models: Sequence[PretrainedModel]) -> str:
-    """Bicubic | shipped | shipped + self-ensemble | paper, per set and scale (Set5 first)."""
+    """Bicubic | shipped | shipped + self-ensemble | paper, per set and scale (Set5 first).
+
+    The bicubic-trained models only: the JPEG-robust ones are scored on JPEG inputs
+    (``benchmarks/jpeg_inputs.py``), their clean figures are in their cards.
+    """
     entries = []
     for m in models:
+        if m.name.endswith(JPEG_SUFFIX):
+            continue
         results = m.card.get("results", [])
         plus = {r["set"]: r for r in results if r.get("self_ensemble")}
         entries += [(r, plus.get(r["set"])) for r in results if not r.get("self_ensemble")]
