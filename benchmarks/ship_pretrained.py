@@ -288,6 +288,15 @@ def main(argv=None) -> int:
     bicubic = evaluate(None, scale, args.dataset_dir)
     drops = {} if args.skip_export else export_drops(dst, scale, args.dataset_dir, args.calibration_dir)
     history = run_history(args.run_dir)
+    # A run that started from another run's weights file (not a shipped name): that run's curve
+    # belongs to this model's history too (e.g. a bf16 run, then a short QAT run from it).
+    init = Path(run.get("init_from") or "")
+    if init.suffix == ".h5" and init.is_file() and (init.parent / "logs").is_dir():
+        prior = run_history(init.parent)
+        history["curve"] = {f"{tag} ({init.parent.name})": pts for tag, pts in prior["curve"].items()} \
+            | history["curve"]
+        if prior["wall_hours"] is not None and history["wall_hours"] is not None:
+            history["wall_hours"] = round(history["wall_hours"] + prior["wall_hours"], 2)
     # A JPEG-robust model is for compressed inputs: its card also scores them.
     jpeg_results = (jpeg_card_results(dst, scale, args.dataset_dir)
                     if (run.get("degradation") or {}).get("jpeg_prob") else [])
