@@ -104,6 +104,21 @@ def test_unreadable_state_file_resumes_from_the_newest_checkpoint_file(runs, tmp
     assert tf.train.latest_checkpoint(str(ckpts)) == str(ckpts / "ckpt-6")  # state file repaired
 
 
+def test_resume_removes_orphaned_checkpoint_data(runs, tmp_path, capsys):
+    """Data of a checkpoint whose write was interrupted (no .index: Ctrl-C mid-save) is deleted on resume."""
+    ckpts = _stopped_copy(runs, tmp_path / "job")
+    orphan = ckpts / "ckpt-5.data-00000-of-00001"  # a step the resumed run never writes (ckpt_every 2)
+    shutil.copy2(ckpts / "ckpt-4.data-00000-of-00001", orphan)
+
+    assert train(_tiny(tmp_path / "job", resume=True))["step"] == 6
+    out = capsys.readouterr().out
+    assert f"--resume: skipped {ckpts / 'ckpt-5'}: its .index file is missing" in out, out
+    assert f"--resume: removed {orphan}: checkpoint data without its .index" in out, out
+    assert not orphan.exists()
+    assert (ckpts / "ckpt-4.index").exists() and (ckpts / "ckpt-6.index").exists()
+    assert _final_diff(runs / "straight", tmp_path / "job") <= 1e-6
+
+
 @pytest.mark.parametrize("damage, reason", [
     ("truncated data", "it is unreadable"),
     ("no index", "its .index file is missing"),

@@ -355,6 +355,8 @@ def _resume(loop) -> int:
             "found the checkpoints from their files")
     for prefix, reason in state.skipped:
         log(f"--resume: skipped {prefix}: {reason}")
+    for path in state.removed:
+        log(f"--resume: removed {path}: checkpoint data without its .index (an interrupted write)")
     newest = ", the newest checkpoint that restores" if state.skipped else ""
     log(f"resumed from {state.restored_from} (step {step}{newest})")
     return step

@@ -141,6 +141,7 @@ class TrainState:
         self.max_to_keep = max_to_keep
         self.restored_from: str | None = None
         self.skipped: list[tuple[str, str]] = []
+        self.removed: list[str] = []  # orphaned data files deleted at restore
         self.state_problem: str | None = None  # what was wrong with the state file at restore
         # Built on first use: tf.train.CheckpointManager reads the state file at
         # construction and raises on an empty one (see restore() for the repair).
@@ -251,7 +252,22 @@ class TrainState:
             )
         for temp in self.directory.glob(f"{CHECKPOINT_NAME}-*_temp"):
             shutil.rmtree(temp, ignore_errors=True)  # left by a run killed while writing
+        self._remove_orphans(steps)
         self._manager = self._new_manager()
+
+    def _remove_orphans(self, steps: list[int]) -> None:
+        """Deletes the data files of checkpoints that have no ``.index`` (records them in ``removed``).
+
+        TensorFlow writes a checkpoint's ``.index`` last, so data without one is a write that was
+        interrupted (Ctrl-C, kill, full disk): it can never be restored, and nothing else removes it.
+        """
+        for n in steps:
+            if (self.directory / f"{CHECKPOINT_NAME}-{n}.index").exists():
+                continue
+            for f in sorted(self.directory.glob(f"{CHECKPOINT_NAME}-{n}.data-*")):
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+                    self.removed.append(str(f))
 
     def save(self) -> str | None:
         """Writes ``ckpt-<step>``; on failure removes what it wrote and raises :class:`CheckpointError`."""
