@@ -138,6 +138,24 @@ def test_failed_swap_leaves_out_as_it_was(tmp_path, photo, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["out"], "staging folder left behind"
 
 
+def test_savedmodel_refuses_nan_and_inf_inputs(tmp_path):
+    """A float request with NaN/Inf is an InvalidArgument naming the problem, not a black image."""
+    import tensorflow as tf
+
+    from edsr_tf.export.savedmodel import NONFINITE_TEXT, save_serving_model
+
+    model, _config = tiny()
+    loaded = tf.saved_model.load(str(save_serving_model(model, 2, tmp_path / "sm" / "1")))
+    good = np.full((1, 6, 5, 3), 100.0, np.float32)
+    for name in ("serving_default", "predict_float"):
+        assert loaded.signatures[name](images=tf.constant(good))["sr"].shape == (1, 12, 10, 3)
+        for bad in (np.nan, np.inf, -np.inf):
+            images = good.copy()
+            images[0, 3, 2, 1] = bad
+            with pytest.raises(tf.errors.InvalidArgumentError, match=NONFINITE_TEXT[:30]):
+                loaded.signatures[name](images=tf.constant(images))
+
+
 # ---------------------------------------------------------------------------- item 6
 
 

@@ -50,6 +50,8 @@ from edsr_tf.images import HEADER_FORMATS, header_size_tf
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes", "predict_float")
 #: Text every input-size rejection contains (clients and tests can match it).
 LIMIT_TEXT = "LR pixels, more than max_pixels ="
+#: The InvalidArgument message of a float request holding NaN or Inf (``images`` must be finite, 0-255).
+NONFINITE_TEXT = "images holds NaN or Inf values; send finite pixel values in [0, 255]"
 #: ``serving_bytes``' formats as :data:`edsr_tf.images.HEADER_FORMATS` codes (GIF and WebP may
 #: hold many frames, all decoded, so they are refused).
 _SERVED_FORMATS = tuple(HEADER_FORMATS.index(name) for name in ("PNG", "JPEG", "BMP"))
@@ -76,6 +78,8 @@ def _endpoints(model: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS):
             return tf.identity(images)
 
     def as_float(images):
+        if images.dtype.is_floating:  # NaN/Inf would come back as a black image with status OK
+            images = tf.debugging.check_numerics(images, NONFINITE_TEXT)
         images = tf.cast(checked(images), tf.float32)
         return tf.clip_by_value(model(images, training=False), 0.0, 255.0)
 
