@@ -36,9 +36,16 @@ if TYPE_CHECKING:  # TensorFlow loads lazily: the CLIs' --help imports this modu
     from edsr_tf.inference import Runner
     from edsr_tf.models import ModelConfig
 
-#: The values of ``--precision`` of ``upscale`` and ``evaluate``.
+#: The precisions a model can run in.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+#: What picks one of :data:`PRECISIONS` for this machine (:func:`resolve_precision`).
+AUTO = "auto"
+#: The values of ``--precision`` of ``upscale`` and ``evaluate``.
+CHOICES: tuple[str, ...] = (AUTO, *PRECISIONS)
+#: ``evaluate``'s default: paper figures must not depend on the machine.
 DEFAULT_PRECISION = "fp32"
+#: ``upscale``'s default: bf16 where it is native (within 0.01 dB of fp32 for the shipped models).
+UPSCALE_DEFAULT_PRECISION = AUTO
 #: Environment variable naming the cache folder (default ``~/.cache/edsr_tf``).
 CACHE_ENV = "EDSR_TF_CACHE"
 #: Bumped when the int8 conversion changes, so older cached models are not reused.
@@ -57,6 +64,27 @@ class PrecisionError(RuntimeError):
 def _check(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+
+
+def resolve_precision(precision: str, gpus: int | None = None) -> tuple[str, str]:
+    """``(one of PRECISIONS, why)`` for ``precision``; ``why`` is empty unless it is ``auto``.
+
+    ``auto`` is bf16 where the hardware computes bfloat16 natively (GPUs of compute capability
+    8.0+, a CPU with AVX512-BF16 or AMX-BF16 and no GPU: what ``--mixed_precision=auto`` of
+    training calls bf16), else fp32; int8 is never automatic (it changes the output). ``gpus``:
+    as :func:`edsr_tf.precision.explain_mixed_precision` (None asks TensorFlow).
+    """
+    if precision != AUTO:
+        _check(precision)
+        return precision, ""
+    from edsr_tf.precision import explain_mixed_precision
+
+    mode, why = explain_mixed_precision(AUTO, gpus)
+    if mode == "bf16":
+        return "bf16", why
+    if mode == "fp16":  # GPUs older than compute capability 8.0: no bfloat16 units
+        why = why.split(":")[0] + ": no native bfloat16 (needs compute capability 8.0+)"
+    return "fp32", why
 
 
 # ----------------------------------------------------------------------------- bf16
@@ -242,8 +270,9 @@ def with_precision(model: "keras.Model", config: "ModelConfig", scale: int, prec
     fp32: ``model`` itself; bf16: :func:`bf16_model`; int8: :func:`int8_runner` (needs
     ``weights``, the file or shipped name ``model`` was loaded from). ``say`` gets the
     one-line notes (bf16 on a CPU without native bfloat16; an int8 conversion starting).
+    ``auto`` is decided by :func:`resolve_precision`.
     """
-    _check(precision)
+    precision, _why = resolve_precision(precision)
     if precision == "fp32":
         return model
     if precision == "bf16":

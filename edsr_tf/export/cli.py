@@ -1,4 +1,4 @@
-"""Command line: ``python -m export --weights W --formats ... --out_dir DIR`` (also ``edsr-export``).
+"""Command line: ``edsr-export --weights W --formats ... --out_dir DIR`` (``python -m export`` in a checkout).
 
 Flags are parsed once into typed values (tuples of formats and quantizations, a resolved
 scale, a tile shape) that make an :class:`~edsr_tf.export.common.ExportOptions`; the
@@ -20,11 +20,13 @@ from edsr_tf.cli_args import (
     UsageError,
     add_flag,
     add_scale_flag,
+    add_verbose_flag,
     comma_list,
     max_pixels_arg,
     non_negative_int,
     positive_float,
     positive_int,
+    program_name,
     run_command,
 )
 from edsr_tf.export.common import (
@@ -45,14 +47,16 @@ A re-export of the same model writes the next SavedModel version (1/, 2/, ...) a
 earlier ones; an OUT_DIR holding another model's export is refused unless --overwrite. Every artifact
 is run in its runtime and compared with the Keras model; one that fails (fp32: differs by more
 than --tolerance) is left out and listed in the report, and the command exits 1.
---formats web writes OUT_DIR/web/, a static page that upscales in the browser (ONNX Runtime Web,
-installed by `npm ci --prefix edsr_tf/export/web_page`), checked in headless Chromium when found.
+--formats web writes OUT_DIR/web/, a static page that upscales in the browser with ONNX Runtime Web
+(the pinned version, installed once with npm into --web_runtime), checked in headless Chromium when found.
 Exit status: 0 ok, 1 the export or its verification failed, 2 bad arguments.
-
-example:
-  python -m export --weights runs/edsr_x2/best.weights.h5 --formats savedmodel,tflite,onnx \\
-      --quantize none,fp16,dynamic,int8 --out_dir exports/edsr_x2
 """
+
+
+def example(prog: str) -> str:
+    """The help's example, in the command's name as it was run."""
+    return (f"\nexample:\n  {prog} --weights runs/edsr_x2/best.weights.h5 --formats savedmodel,tflite,onnx \\\n"
+            "      --quantize none,fp16,dynamic,int8 --out_dir exports/edsr_x2\n")
 
 
 #: The model exported when --weights is not given: the shipped EDSR-baseline x2.
@@ -103,10 +107,11 @@ def tile_shape_arg(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> ArgumentParser:
+    prog = program_name("edsr-export", ("export", "edsr_tf.export.cli"))
     p = ArgumentParser(
-        prog="python -m export",
+        prog=prog,
         description="Export an EDSR/MDSR model to SavedModel, TFLite and ONNX, verified end to end.",
-        epilog=EPILOG,
+        epilog=EPILOG + example(prog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         fromfile_prefix_chars="@",
     )
@@ -151,7 +156,12 @@ def build_parser() -> ArgumentParser:
                    help="replace an export of another model in --out_dir (its SavedModel versions are dropped)")
     add_flag(p, "--latency_runs", "--latency-runs", type=non_negative_int, default=5, metavar="N",
              help="timed runs per artifact (0: skip)")
+    add_flag(p, "--web_runtime", type=Path, default=None, metavar="DIR",
+             help="web: the folder ONNX Runtime Web is taken from, or installed into with npm when it "
+                  "is not there (default: a checkout's web_page/node_modules, else "
+                  "$EDSR_TF_CACHE/web_runtime, i.e. ~/.cache/edsr_tf/web_runtime)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_verbose_flag(p)
     return p
 
 
@@ -174,6 +184,7 @@ def options_from_args(args: argparse.Namespace):
         max_pixels=args.max_pixels,
         overwrite=args.overwrite,
         latency_runs=args.latency_runs,
+        web_runtime=args.web_runtime,
     )
 
 
@@ -188,16 +199,14 @@ def _export(cli: CommandLine) -> int | None:
         options = options_from_args(args)
     except ExportUsageError as e:
         raise UsageError(str(e)) from None
+    progress = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    if "web" in options.formats:  # before TensorFlow loads: without npm this exits 2 at once
+        _web_runtime(options, progress)
     from edsr_tf.export.pipeline import export
     from edsr_tf.models.io import ModelFileError
 
     try:
-        export(
-            args.weights or default_weights(),
-            args.out_dir,
-            options,
-            progress=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
-        )
+        export(args.weights or default_weights(), args.out_dir, options, progress=progress)
     except ExportUsageError as e:
         raise UsageError(str(e)) from None
     except (ExportError, ModelFileError) as e:
@@ -208,3 +217,15 @@ def _export(cli: CommandLine) -> int | None:
     except KeyboardInterrupt:
         print("export interrupted; nothing written", file=sys.stderr)
         return 130
+
+
+def _web_runtime(options, progress) -> None:
+    """ONNX Runtime Web found, or installed with npm (:func:`edsr_tf.export.web_runtime.ensure`)."""
+    from edsr_tf.export import web_runtime
+
+    try:
+        web_runtime.ensure(options.web_runtime, progress or (lambda _m: None))
+    except ExportUsageError as e:
+        raise UsageError(str(e)) from None
+    except ExportError as e:
+        raise CommandFailed(f"export failed: {e}") from None

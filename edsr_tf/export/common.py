@@ -123,7 +123,8 @@ class ExportOptions:
     tolerance: fp32 max |export - keras| on [0, 255]. max_psnr_drop: quantized exports that
     lose more dB fail (None: report only). max_pixels: the SavedModel's request size limit
     (LR pixels). overwrite: replace another model's export in ``out``. latency_runs: timed
-    runs per artifact (0: none).
+    runs per artifact (0: none). web_runtime: the folder ONNX Runtime Web is taken from or
+    installed into for ``web`` (None: :mod:`edsr_tf.export.web_runtime`'s places, the user cache).
     """
 
     formats: tuple[str, ...] = DEFAULT_FORMATS
@@ -142,6 +143,7 @@ class ExportOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     overwrite: bool = False
     latency_runs: int = 5
+    web_runtime: Path | None = None
 
     def __post_init__(self) -> None:
         put = functools.partial(object.__setattr__, self)

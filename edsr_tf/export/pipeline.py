@@ -29,7 +29,7 @@ import numpy as np
 
 from edsr_tf.errors import first_line
 from edsr_tf.export import onnx as onnx_export
-from edsr_tf.export import savedmodel, tflite, web
+from edsr_tf.export import savedmodel, tflite, web, web_runtime
 from edsr_tf.export.calibration import calibration_patches, read_rgb
 from edsr_tf.export.common import (
     ExportError,
@@ -51,7 +51,7 @@ from edsr_tf.export.common import (
     staging_dir,
     variant_label,
 )
-from edsr_tf.export.report import table, write_report
+from edsr_tf.export.report import step_line, table, write_report
 from edsr_tf.export.verify import (
     KerasRunner,
     VerificationImage,
@@ -208,11 +208,12 @@ def plan_export(model: keras.Model, config: ModelConfig, out: str | os.PathLike,
 
     Raises :class:`ExportUsageError` (nothing written) for a scale the model lacks, an
     ``out`` that is a file or holds another model's export (unless ``options.overwrite``),
-    verification images past ``max_pixels``; :class:`ExportError` when the web runtime is
-    missing. Removes what killed exports to ``out`` left behind.
+    verification images past ``max_pixels``; for ``web``, installs the pinned ONNX Runtime Web
+    when missing (:func:`~edsr_tf.export.web_runtime.ensure`: ExportUsageError without npm).
+    Removes what killed exports to ``out`` left behind.
     """
     if "web" in options.formats:
-        web.runtime_dist()  # a missing npm runtime fails here, naming the install command
+        web_runtime.ensure(options.web_runtime, say)  # installed now (npm) or a clear error, before any work
     scales = tuple(config.scales) if options.scale is None else (options.scale,)
     for s in scales:
         try:
@@ -351,7 +352,7 @@ class _Build:
         drop, limit = rec.get("psnr_drop_db"), self.options.max_psnr_drop
         if rec["passed"] and c.quant != "none" and limit is not None and drop is not None and drop > limit:
             rec["passed"] = False
-            rec["failure"] = f"PSNR drop {drop:.3f} dB exceeds --max-psnr-drop {limit:g}"
+            rec["failure"] = f"PSNR drop {drop:.3f} dB exceeds --max_psnr_drop {limit:g}"
         if rec["passed"] and c.post is not None:
             try:
                 rec.update(c.post())
@@ -370,10 +371,7 @@ class _Build:
             _remove(c.path)
             self.say(f"{where}: FAILED, left out: {rec['failure']}")
             return
-        parity = (f"max|Δ| {rec['max_abs_diff']:.2e}" if c.quant == "none"
-                  else f"PSNR {rec['psnr_db']:.2f} dB (drop {rec['psnr_drop_db']:+.3f} dB)")
-        latency = f", {rec['latency_ms']:.1f} ms" if rec.get("latency_ms") is not None else ""  # --latency_runs 0
-        self.say(f"{where}: {rec['size_bytes'] / 1e6:.2f} MB, {parity}{latency} ✓")
+        self.say(f"{where}: {step_line(rec)} ✓")
 
     @staticmethod
     def _label(target: ScaleTarget, c: Candidate) -> str:
@@ -393,9 +391,9 @@ def _savedmodel_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator
         "activation_bytes_at_max_pixels": per_px * max_pixels,
     }
     if per_px * max_pixels > LARGE_REQUEST_BYTES:
-        build.note(f"savedmodel/{t.name}: a request of --max-pixels {max_pixels} LR px needs "
+        build.note(f"savedmodel/{t.name}: a request of --max_pixels {max_pixels} LR px needs "
                    f"~{per_px * max_pixels / 2**30:.1f} GiB of activations "
-                   f"({per_px} bytes per LR pixel); lower --max-pixels to fit the server")
+                   f"({per_px} bytes per LR pixel); lower --max_pixels to fit the server")
     yield Candidate("savedmodel", quant, path, runner, t.images,
                     {"signatures": list(savedmodel.SIGNATURES), "version": version, **serving},
                     post=lambda: {"checks": check_serving_signatures(runner, t.images[0], max_pixels, t.scale)})
@@ -436,7 +434,8 @@ def _onnx_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Candi
 def _web_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Candidate]:
     """The static page: the fp32 ONNX + ONNX Runtime Web (export/web.py), checked in Chromium."""
     path, runner, extra, check = web.export_web(build.staging, t.net, t.scale, t.name, build.onnx_source(t),
-                                                t.reference, t.images, weights=build.weights, say=build.say)
+                                                t.reference, t.images, weights=build.weights, say=build.say,
+                                                node_modules=web_runtime.find(build.options.web_runtime))
     yield Candidate("web", quant, path, runner, t.images, extra, post=check)
 
 
