@@ -42,7 +42,9 @@ from edsr_tf.export.common import (
 EPILOG = """\
 Writes OUT_DIR/savedmodel/<name>/<version>/ (TF Serving),
 OUT_DIR/tflite/<name>_<variant>[_tileHxW].tflite, OUT_DIR/onnx/<name>_<variant>.onnx,
-OUT_DIR/report.json and OUT_DIR/report.md, replacing OUT_DIR as one unit.
+OUT_DIR/report.json and OUT_DIR/report.md, replacing OUT_DIR as one unit. --formats opencv writes
+OUT_DIR/opencv/<name>.onnx for OpenCV 5's dnn_superres (readModel, setModel("edsr", S), upsample),
+checked there (needs opencv-contrib-python-headless>=5).
 A re-export of the same model writes the next SavedModel version (1/, 2/, ...) and keeps the
 earlier ones; an OUT_DIR holding another model's export is refused unless --overwrite. Every artifact
 is run in its runtime and compared with the Keras model; one that fails (fp32: differs by more
@@ -124,7 +126,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--formats", type=_names_arg(FORMATS, "format(s)"), default=DEFAULT_FORMATS,
                    metavar="F[,F...]",
                    help=f"comma list of {', '.join(FORMATS)} (default: {','.join(DEFAULT_FORMATS)}; "
-                        "web: a static page that upscales in the browser)")
+                        "opencv: for cv2.dnn_superres; web: a static page that upscales in the browser)")
     p.add_argument("--quantize", type=_names_arg(QUANTIZATIONS, "quantization(s)"), default=("none",),
                    metavar="Q[,Q...]",
                    help=f"comma list of {', '.join(QUANTIZATIONS)} (none = float32; "

@@ -25,9 +25,11 @@ if TYPE_CHECKING:  # keras/TF load lazily so `python -m export --help` answers a
 
     from edsr_tf.models import ModelConfig
 
-#: Export formats, in the order they are built ("web": the browser bundle, edsr_tf.export.web).
-FORMATS: tuple[str, ...] = ("savedmodel", "tflite", "onnx", "web")
-#: What ``--formats`` defaults to (web needs the npm runtime installed, so it is asked for by name).
+#: Export formats, in the order they are built ("opencv": an ONNX file for OpenCV's dnn_superres,
+#: edsr_tf.export.opencv; "web": the browser bundle, edsr_tf.export.web).
+FORMATS: tuple[str, ...] = ("savedmodel", "tflite", "onnx", "opencv", "web")
+#: What ``--formats`` defaults to (opencv and web need OpenCV or the npm runtime installed, so they
+#: are asked for by name).
 DEFAULT_FORMATS: tuple[str, ...] = ("savedmodel", "tflite", "onnx")
 #: Quantization variants; "none" is the float32 export.
 QUANTIZATIONS: tuple[str, ...] = ("none", "fp16", "dynamic", "int8")
@@ -36,6 +38,7 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "savedmodel": ("none",),
     "tflite": ("none", "fp16", "dynamic", "int8"),
     "onnx": ("none", "int8"),
+    "opencv": ("none",),
     "web": ("none",),
 }
 #: Default fp32 parity tolerance: max |export - keras| on the [0, 255] scale.
@@ -400,11 +403,11 @@ def foreign_export(out: Path, config: "ModelConfig") -> str | None:
         for p in sorted(sm.iterdir()):
             if p.name not in names and not p.name.startswith("."):
                 return f"savedmodel/{p.name}"
-    for fmt in ("tflite", "onnx"):
+    for fmt in ("tflite", "onnx", "opencv"):
         folder = out / fmt
         if folder.is_dir():
             for p in sorted(folder.iterdir()):
-                if not p.name.startswith(".") and not any(p.name.startswith(n + "_") for n in names):
+                if not p.name.startswith(".") and not any(p.name.startswith((n + "_", n + ".")) for n in names):
                     return f"{fmt}/{p.name}"
     return None
 

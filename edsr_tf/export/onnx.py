@@ -24,41 +24,70 @@ OUTPUT_NAME = "sr"
 def convert(savedmodel_dir: str | os.PathLike, path: str | os.PathLike, opset: int = OPSET) -> Path:
     """Converts a ``model.export`` SavedModel to ONNX at ``path`` and repairs known tf2onnx faults.
 
-    Runs tf2onnx's command line (``--saved-model``) in a subprocess: the documented
-    route with Keras 3, and it keeps tf2onnx's graph rewrites out of this process.
-    Input ``images`` [N,H,W,3] float32 and output ``sr`` [N,sH,sW,3] with symbolic
-    N/H/W. The model is then checked by onnx's checker.
+    Runs tf2onnx's command line (:func:`run_tf2onnx`). Input ``images`` [N,H,W,3] float32 and
+    output ``sr`` [N,sH,sW,3] with symbolic N/H/W. The model is then checked by onnx's checker.
     """
-    import onnx
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    cmd = [
-        sys.executable, "-m", "tf2onnx.convert",
-        "--saved-model", str(savedmodel_dir),
-        "--signature_def", "serving_default",
-        "--tag", "serve",
-        "--opset", str(int(opset)),
-        "--rename-outputs", OUTPUT_NAME,
-        "--output", str(tmp),
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0 or not tmp.exists():
-        tail = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()][-1:] or ["?"]
-        raise ExportError(f"tf2onnx conversion failed (exit {proc.returncode}): {tail[0]}")
-    model = onnx.load(str(tmp))
+    model = run_tf2onnx(savedmodel_dir, path.parent, opset)
     fix_conv_bias_inputs(model)
     nhwc_depth_to_space(model)
     name_dims(model)
+    return save_checked(model, path)
+
+
+def run_tf2onnx(savedmodel_dir: str | os.PathLike, scratch_dir: str | os.PathLike, opset: int = OPSET,
+                extra_args: Sequence[str] = ()):
+    """tf2onnx's ONNX model (``onnx.ModelProto``) of a ``model.export`` SavedModel, output named ``sr``.
+
+    Runs tf2onnx's command line (``--saved-model``) in a subprocess: the documented route
+    with Keras 3, and it keeps tf2onnx's graph rewrites out of this process. Its file is
+    written in ``scratch_dir`` (the export's own folder: its disk, not /tmp's) and removed.
+    ``extra_args`` go to tf2onnx as given (e.g. ``--inputs-as-nchw``).
+    """
+    import secrets
+
+    import onnx
+
+    scratch_dir = Path(scratch_dir)
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    tmp = scratch_dir / f".tf2onnx-{secrets.token_hex(4)}.onnx.tmp"
+    try:
+        cmd = [
+            sys.executable, "-m", "tf2onnx.convert",
+            "--saved-model", str(savedmodel_dir),
+            "--signature_def", "serving_default",
+            "--tag", "serve",
+            "--opset", str(int(opset)),
+            "--rename-outputs", OUTPUT_NAME,
+            *extra_args,
+            "--output", str(tmp),
+        ]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0 or not tmp.exists():
+            tail = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()][-1:] or ["?"]
+            raise ExportError(f"tf2onnx conversion failed (exit {proc.returncode}): {tail[0]}")
+        return onnx.load(str(tmp))
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checked(model, path: str | os.PathLike) -> Path:
+    """Checks ``model`` with onnx's checker and writes it to ``path`` atomically (nothing if invalid)."""
+    import onnx
+
+    path = Path(path)
     try:
         onnx.checker.check_model(model)
     except Exception as e:
-        tmp.unlink(missing_ok=True)
         raise ExportError(f"ONNX model from tf2onnx is invalid: {e}") from None
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        onnx.save(model, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from edsr_tf.errors import first_line
 from edsr_tf.export import onnx as onnx_export
-from edsr_tf.export import savedmodel, tflite, web, web_runtime
+from edsr_tf.export import opencv, savedmodel, tflite, web, web_runtime
 from edsr_tf.export.calibration import calibration_patches, read_rgb
 from edsr_tf.export.common import (
     ExportError,
@@ -209,11 +209,14 @@ def plan_export(model: keras.Model, config: ModelConfig, out: str | os.PathLike,
     Raises :class:`ExportUsageError` (nothing written) for a scale the model lacks, an
     ``out`` that is a file or holds another model's export (unless ``options.overwrite``),
     verification images past ``max_pixels``; for ``web``, installs the pinned ONNX Runtime Web
-    when missing (:func:`~edsr_tf.export.web_runtime.ensure`: ExportUsageError without npm).
-    Removes what killed exports to ``out`` left behind.
+    when missing (:func:`~edsr_tf.export.web_runtime.ensure`: ExportUsageError without npm), and
+    :class:`ExportUsageError` when OpenCV 5 is missing (``opencv``). Removes what killed exports
+    to ``out`` left behind.
     """
     if "web" in options.formats:
         web_runtime.ensure(options.web_runtime, say)  # installed now (npm) or a clear error, before any work
+    if "opencv" in options.formats:
+        opencv.require_opencv()  # OpenCV missing (or 4.x): ExportUsageError before anything is written
     scales = tuple(config.scales) if options.scale is None else (options.scale,)
     for s in scales:
         try:
@@ -284,6 +287,7 @@ class Candidate:
     images: list[VerificationImage]
     extra: dict = dataclasses.field(default_factory=dict)
     post: Callable[[], dict] | None = None  # further checks once parity passed; raises VerificationError
+    rounding: float = 0.0  # the runtime rounds its output (OpenCV: uint8): fp32 parity allows this much more
 
 
 def keras_reference(target: ScaleTarget, latency_runs: int, weights: str | None) -> dict:
@@ -343,7 +347,7 @@ class _Build:
 
     def verify(self, target: ScaleTarget, c: Candidate) -> dict:
         """Runs ``c`` against the Keras reference; the record, ``passed`` False with a ``failure`` if it failed."""
-        tol = self.options.tolerance if c.quant == "none" else None
+        tol = self.options.tolerance + c.rounding if c.quant == "none" else None
         rec = verify_runner(c.runner, target.reference, c.images, target.scale, tolerance=tol,
                             latency_runs=self.options.latency_runs, label=self._label(target, c))
         rec.update({"model": target.name, "scale": target.scale, "format": c.fmt, "variant": variant_label(c.quant),
@@ -439,11 +443,23 @@ def _web_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Candid
     yield Candidate("web", quant, path, runner, t.images, extra, post=check)
 
 
+def _opencv_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Candidate]:
+    """The ONNX file for OpenCV's dnn_superres (export/opencv.py), run through ``upsample`` as users do."""
+    path = opencv.convert(t.net, build.staging / "opencv" / f"{t.name}.onnx", build.work)
+    runner = opencv.OpenCVRunner(path, t.scale)
+    extra = {"opencv": opencv.version(), "algorithm": opencv.ALGORITHM, "input": "BGR uint8 (cv2.imread)",
+             "output": "BGR uint8, rounded by OpenCV",
+             "usage": f'sr.readModel("{path.name}"); sr.setModel("{opencv.ALGORITHM}", {t.scale})'}
+    yield Candidate("opencv", quant, path, runner, t.images, extra, rounding=opencv.OUTPUT_ROUNDING,
+                    post=lambda: opencv.check_levels(runner, t.reference, t.images))
+
+
 #: Per format: ``(build, target, quantization)`` → the artifacts to verify, written one at a time.
 _BUILDERS: dict[str, Callable[[_Build, ScaleTarget, str], Iterator[Candidate]]] = {
     "savedmodel": _savedmodel_artifacts,
     "tflite": _tflite_artifacts,
     "onnx": _onnx_artifacts,
+    "opencv": _opencv_artifacts,
     "web": _web_artifacts,
 }
 
@@ -489,7 +505,8 @@ def build_report(build: _Build, config: ModelConfig) -> dict:
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
         "machine_threads": os.cpu_count(),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
-                     "onnxruntime": onnxruntime.__version__},
+                     "onnxruntime": onnxruntime.__version__,
+                     **({"opencv": opencv.version()} if "opencv" in options.formats else {})},
         "verification": build.verification,
         "reference": build.reference,
         "artifacts": build.artifacts,
@@ -550,7 +567,8 @@ def export_model(
     """Exports ``model`` to ``out`` as ``options`` asks (formats × quantizations), verified; returns the report.
 
     Layout: ``out/savedmodel/<name>/<version>/`` (TF Serving), ``out/tflite/<name>_<variant>[_tileHxW].tflite``,
-    ``out/onnx/<name>_<variant>.onnx``, ``out/web/``, ``out/report.json``, ``out/report.md``. ``<name>``
+    ``out/onnx/<name>_<variant>.onnx``, ``out/opencv/<name>.onnx`` (OpenCV dnn_superres), ``out/web/``,
+    ``out/report.json``, ``out/report.md``. ``<name>``
     is e.g. ``edsr_baseline_x2``; an MDSR model gives one artifact per scale unless ``options.scale`` is set.
 
     ``out`` is replaced as one unit (:func:`~edsr_tf.export.common.install`): a re-export of
