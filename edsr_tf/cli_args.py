@@ -27,6 +27,8 @@ import textwrap
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from edsr_tf.units import format_bytes  # noqa: F401 (the front ends' size wording)
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work failed (a file, an export, a download...)
 EXIT_USAGE = 2  # bad arguments: nothing was done
@@ -70,6 +72,25 @@ def print_note(msg: str) -> None:
 def deprecation_note(old: str, new: str) -> None:
     """``note: OLD is deprecated; use NEW`` on stderr."""
     print_note(f"{old} is deprecated; use {new}")
+
+
+def program_name(script: str, modules: Sequence[str] = (), files: Sequence[str] = ()) -> str:
+    """The command as the user ran it, for usage lines and examples.
+
+    ``python -m MODULE`` when the running ``__main__`` is one of ``modules`` (run with ``-m``),
+    ``python FILE`` when it is one of the script ``files`` (``train.py``), else the console
+    script ``script`` (``edsr-export``): an installed user has only that, and a front end
+    called in-process (tests) answers as it would.
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    module = spec.name.removesuffix(".__main__") if spec is not None and spec.name else None
+    if module in modules:
+        return f"python -m {module}"
+    argv0 = sys.argv[0] if sys.argv else ""
+    if spec is None and argv0 and Path(argv0).name in files:
+        return f"python {argv0}"
+    return script
 
 
 # ----------------------------------------------------------------------------- the parser
@@ -335,14 +356,6 @@ def memory_arg(text: str) -> int:
     return int(value)
 
 
-def format_bytes(n: int) -> str:
-    """``n`` bytes as ``1.5 GiB`` / ``300 MiB``."""
-    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
-
-
 def max_pixels_arg(text: str) -> int:
     """``--max_pixels`` value: pixels as an integer, or megapixels with an ``M`` (``250M``); 0 = no limit."""
     t = text.strip().replace("_", "").replace(",", "")
@@ -513,13 +526,27 @@ def resolve_weights(weights: str, requested_scale: int | None):
         raise UsageError(f"--scale={requested_scale}: --weights {weights}: {e}") from None
 
 
-def quiet_tensorflow() -> None:
-    """Hides TensorFlow's C++ info/warning logs (unless the user set ``TF_CPP_MIN_LOG_LEVEL``).
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    """``--verbose``: TensorFlow's start-up and info logs shown (see :func:`quiet_tensorflow`)."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up and info log lines (hidden by default; "
+                             "errors, such as a GPU that fails, show either way)")
 
-    Called first thing in each CLI's ``main()``, before TensorFlow is imported; library
-    modules never change ``os.environ`` when imported.
+
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """Hides TensorFlow's start-up lines and C++ info/warning logs, unless ``verbose``.
+
+    Called by each CLI after parsing its flags, before TensorFlow is imported: sets
+    ``TF_CPP_MIN_LOG_LEVEL=2`` (unless the user set it) for the logs after start-up, and
+    :func:`edsr_tf.tf_startup.install` for the lines TensorFlow prints before it reads that.
+    Library modules never change ``os.environ`` or stderr when imported.
     """
+    if verbose:
+        return
+    from edsr_tf import tf_startup
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf_startup.install()
 
 
 def output_path_error(path: Path, flag: str, *, folder: bool) -> str | None:
@@ -628,13 +655,13 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
                 body: Callable[[CommandLine], int | None]) -> int:
     """A front end's ``main``: parses ``argv`` (usage errors exit 2), runs ``body``, returns the exit code.
 
-    TensorFlow's C++ logs are quieted first (:func:`quiet_tensorflow`). ``body`` returns its
-    exit code, None for 0 (as :func:`sys.exit` takes it). A :class:`UsageError` or
-    :class:`CommandFailed` it raises is printed as ``error: <message>`` and gives its exit
-    code (2 or 1).
+    TensorFlow's start-up lines are quieted once the flags are parsed, unless ``--verbose``
+    (:func:`quiet_tensorflow`, :func:`add_verbose_flag`). ``body`` returns its exit code, None
+    for 0 (as :func:`sys.exit` takes it). A :class:`UsageError` or :class:`CommandFailed` it
+    raises is printed as ``error: <message>`` and gives its exit code (2 or 1).
     """
-    quiet_tensorflow()
     cli = CommandLine(parser.parse_args(argv), flag_renames(parser))
+    quiet_tensorflow(getattr(cli.args, "verbose", False))
     try:
         code = body(cli)
     except (UsageError, CommandFailed) as e:

@@ -1,8 +1,8 @@
-"""Import official EDSR-PyTorch weights: ``python -m edsr_tf.convert`` (the command line).
+"""Import official EDSR-PyTorch weights: ``edsr-convert`` / ``python -m edsr_tf.convert`` (the command line).
 
-    python -m edsr_tf.convert --torch_checkpoint edsr_baseline_x2-1bc95232.pt \\
+    edsr-convert --torch_checkpoint edsr_baseline_x2-1bc95232.pt \\
         --model edsr_baseline --scale=2 --out_dir models/
-    python -m edsr_tf.convert --torch_checkpoint MDSR_baseline.pt --model mdsr_baseline \\
+    edsr-convert --torch_checkpoint MDSR_baseline.pt --model mdsr_baseline \\
         --out_file mdsr_baseline.weights.h5
 
 ``--out_dir DIR`` writes ``DIR/<preset>_x<s>.weights.h5``; ``--out_file`` names the file
@@ -17,6 +17,7 @@ options that do not fit the checkpoint, e.g. the wrong ``--model``).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -29,10 +30,12 @@ from edsr_tf.cli_args import (
     CommandLine,
     add_flag,
     add_scale_flag,
+    add_verbose_flag,
     non_negative_int,
     output_path_error,
     positive_float,
     positive_int,
+    program_name,
     run_command,
 )
 from edsr_tf.models.config import PRESETS
@@ -85,13 +88,19 @@ def exit_code(e: ConversionError) -> int:
 
 
 def build_parser() -> ArgumentParser:
-    """The ``python -m edsr_tf.convert`` argument parser (built without importing TensorFlow)."""
+    """The ``edsr-convert`` / ``python -m edsr_tf.convert`` argument parser (no TensorFlow imported)."""
+    prog = program_name("edsr-convert", ("edsr_tf.convert",))
     p = ArgumentParser(
-        prog="python -m edsr_tf.convert",
+        prog=prog,
         description="Convert an EDSR-PyTorch checkpoint (EDSR or MDSR state_dict) into an "
         "edsr-tf weights file that carries its model config.",
-        epilog="Exit status: 0 written; 1 the checkpoint cannot be read or converted; 2 bad "
-               "arguments (including options that do not fit the checkpoint).",
+        epilog="Exit status: 0 written; 1 the checkpoint cannot be read or converted; 2 bad\n"
+               "arguments (including options that do not fit the checkpoint).\n\nexamples:\n"
+               f"  {prog} --torch_checkpoint edsr_baseline_x2-1bc95232.pt \\\n"
+               "      --model edsr_baseline --scale=2 --out_dir models/\n"
+               f"  {prog} --torch_checkpoint MDSR_baseline.pt --model mdsr_baseline \\\n"
+               "      --out_file mdsr_baseline.weights.h5\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_flag(p, "--torch_checkpoint", "--torch-checkpoint", required=True, type=Path,
              metavar="PATH.pt",
@@ -116,6 +125,7 @@ def build_parser() -> ArgumentParser:
     add_flag(p, "--ignore_mean_shift", "--ignore-mean-shift", action="store_true",
              help="convert even if sub_mean/add_mean are not the DIV2K mean shift "
                   "(outputs will then differ from the PyTorch model)")
+    add_verbose_flag(p)
     return p
 
 

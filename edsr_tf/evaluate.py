@@ -1,4 +1,4 @@
-"""Paper-protocol evaluation: ``python -m edsr_tf.evaluate`` (a front end of :mod:`edsr_tf.evaluation`).
+"""Paper-protocol evaluation: ``edsr-evaluate`` / ``python -m edsr_tf.evaluate`` (a front end of :mod:`edsr_tf.evaluation`).
 
 For every image of every requested set: the LR (official file, or made from the
 HR with MATLAB-bicubic ``imresize`` when absent) is super-resolved (or
@@ -30,9 +30,11 @@ from edsr_tf.cli_args import (
     add_flag,
     add_max_pixels,
     add_sr_flags,
+    add_verbose_flag,
     comma_list,
     non_negative_int,
     output_path_error,
+    program_name,
     resolve_weights,
     run_command,
     sr_args_error,
@@ -65,9 +67,9 @@ def jpeg_quality(text: str) -> int:
 
 
 def build_parser() -> ArgumentParser:
-    """The command line of ``python -m edsr_tf.evaluate``."""
+    """The command line of ``edsr-evaluate`` / ``python -m edsr_tf.evaluate``."""
     p = ArgumentParser(
-        prog="python -m edsr_tf.evaluate",
+        prog=program_name("edsr-evaluate", ("edsr_tf.evaluate",)),
         description="PSNR/SSIM on SR benchmark sets with the papers' protocol "
         "(uint8 output, Y of BT.601, scale px shaved; DIV2K: RGB, scale+6).",
         epilog="Exit code 0: evaluated; 1: the evaluation failed (a bad image or LR file, each "
@@ -91,6 +93,7 @@ def build_parser() -> ArgumentParser:
                   "at quality Q (1..100, Pillow, 4:2:0) and read it back before the model or bicubic")
     add_max_pixels(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_verbose_flag(p)
     return p
 
 

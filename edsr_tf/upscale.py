@@ -1,7 +1,8 @@
-"""Upscale image files: ``python -m edsr_tf.upscale INPUT... --weights W --out_dir DIR``.
+"""Upscale image files: ``edsr-upscale INPUT... --weights W --out_dir DIR`` (or ``python -m edsr_tf.upscale``).
 
 Each input (a file, or every image in a folder) is written to
-``DIR/<stem>_x<s>.png`` (``<stem>_x<s>_bicubic.png`` with ``--bicubic``;
+``DIR/<stem>_x<s>.png`` (``<stem>_x<s>_bicubic.png`` with ``--bicubic``, ``<stem>_x<s>_int8.png``
+with ``--precision int8``, ``_bf16`` likewise, so they sit beside the float32 result;
 ``--format keep`` keeps the input's format where it can hold the result).
 Grayscale stays grayscale, 16-bit PNGs stay 16-bit, an alpha channel is
 upscaled with MATLAB bicubic (float, rounded once). Large images are processed in exact tiles, so
@@ -38,8 +39,10 @@ from edsr_tf.cli_args import (
     format_bytes,
     memory_arg,
     add_sr_flags,
+    add_verbose_flag,
     output_path_error,
     printable,
+    program_name,
     resolve_weights,
     run_command,
     sr_args_error,
@@ -208,12 +211,14 @@ def webp_is_lossless(path: Path) -> bool:
 
 
 def output_path(out_dir: Path, src: Path, scale: int, *, bicubic: bool = False,
-                keep_format: bool = False, bit_depth: int = 8) -> Path:
-    """``out_dir/<stem>_x<s>[_bicubic].<ext>``; ext ``.png`` unless keeping a format that fits."""
+                keep_format: bool = False, bit_depth: int = 8, precision: str = "fp32") -> Path:
+    """``out_dir/<stem>_x<s>[_bicubic|_bf16|_int8].<ext>``; ext ``.png`` unless keeping a format
+    that fits. A reduced ``precision`` is named so its output never replaces the float32 one."""
     ext = ".png"
     if keep_format and src.suffix.lower() in IMAGE_SUFFIXES and bit_depth == 8:
         ext = src.suffix.lower()
-    return out_dir / f"{src.stem}_x{scale}{'_bicubic' if bicubic else ''}{ext}"
+    tag = "_bicubic" if bicubic else ("" if precision == "fp32" else f"_{precision}")
+    return out_dir / f"{src.stem}_x{scale}{tag}{ext}"
 
 
 @dataclasses.dataclass
@@ -241,6 +246,7 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 def make_plan(
     files: Sequence[Path], out_dir: Path, scale: int, *, bicubic: bool = False,
     keep_format: bool = False, overwrite: bool = False, max_pixels: int | None = None,
+    precision: str = "fp32",
 ) -> Plan:
     """Maps every input to its output and refuses clashes, reading only file headers.
 
@@ -268,7 +274,7 @@ def make_plan(
             plan.errors.append(str(e))
             continue
         dst = output_path(out_dir, src, scale, bicubic=bicubic, keep_format=keep_format,
-                          bit_depth=info.bit_depth)
+                          bit_depth=info.bit_depth, precision=precision)
         candidates.append((src, info, dst))
     by_output: dict[Path, list[Path]] = {}
     for src, _, dst in candidates:
@@ -301,11 +307,12 @@ def make_plan(
 
 
 def build_parser() -> ArgumentParser:
-    """The command line of ``python -m edsr_tf.upscale``."""
+    """The command line of ``edsr-upscale`` / ``python -m edsr_tf.upscale``."""
     p = ArgumentParser(
-        prog="python -m edsr_tf.upscale",
+        prog=program_name("edsr-upscale", ("edsr_tf.upscale",)),
         description="Super-resolve images with an EDSR/MDSR weights file (or MATLAB bicubic).",
-        epilog="Outputs: OUT_DIR/<stem>_x<s>.png (<stem>_x<s>_bicubic.png with --bicubic), written "
+        epilog="Outputs: OUT_DIR/<stem>_x<s>.png (<stem>_x<s>_bicubic.png with --bicubic, "
+               "<stem>_x<s>_int8.png / _bf16.png with --precision int8 / bf16), written "
                "atomically; inputs are never overwritten, existing outputs only with --overwrite. "
                "Exit code 0: all written (or skipped as existing); 1: some inputs failed (each named "
                "on stderr, the others still processed); 2: bad arguments or weights.",
@@ -335,6 +342,7 @@ def build_parser() -> ArgumentParser:
                   "per output pixel (40 for 16-bit PNGs) plus the input and the model's tiles; "
                   f"default {format_bytes(DEFAULT_MAX_MEMORY)}; '8G', '512M'; 0 = no limit")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-file lines")
+    add_verbose_flag(p)
     return p
 
 
@@ -408,6 +416,13 @@ def _model_and_scale(args) -> tuple[str | None, int]:
     return weights, scale
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the upscaling CLI; returns 0, 1 (some inputs failed) or 2 (bad arguments/weights)."""
     return run_command(build_parser(), argv, _upscale)
@@ -428,7 +443,7 @@ def _upscale(cli: CommandLine) -> int:
     for line in _skipped_notice(skipped):
         print(line, file=sys.stderr)
     plan = make_plan(files, args.out_dir, scale, bicubic=args.bicubic, keep_format=args.format == "keep",
-                     overwrite=args.overwrite, max_pixels=args.max_pixels)
+                     overwrite=args.overwrite, max_pixels=args.max_pixels, precision=args.precision)
     for msg in unlisted + plan.errors:
         cli.error(msg)
     for src, dst in plan.existing:
@@ -482,13 +497,16 @@ def _upscale(cli: CommandLine) -> int:
 
     from tqdm import tqdm
 
-    bar = tqdm(plan.jobs, unit="img", disable=args.quiet or len(plan.jobs) < 2, file=sys.stderr)
+    # Bars redraw one line with \r: only on a terminal. In a log or pipe (2>&1 | tee) they would
+    # run into the per-file lines; there those lines alone say how it goes.
+    bars = not args.quiet and _is_terminal(sys.stderr)
+    bar = tqdm(plan.jobs, unit="img", disable=not bars or len(plan.jobs) < 2, file=sys.stderr)
     for src, _info, dst in bar:
         tile_bar = None
 
         def progress(done: int, total: int) -> None:
             nonlocal tile_bar
-            if args.quiet or total < 2:
+            if not bars or total < 2:
                 return
             if tile_bar is None:
                 tile_bar = tqdm(total=total, desc=src.name, unit="tile", leave=False, file=sys.stderr)

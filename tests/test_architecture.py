@@ -59,7 +59,7 @@ LAYERS = (
     ("leaves", ("edsr_tf.metrics", "edsr_tf.imresize", "edsr_tf.images", "edsr_tf.fileio", "edsr_tf.dihedral",
                 "edsr_tf.pretrained", "edsr_tf.quant_ranges", "edsr_tf.precision", "edsr_tf.lazy",
                 "edsr_tf.sample_data", "edsr_tf.benchmark_sets", "edsr_tf.jpeg", "edsr_tf.errors",
-                "edsr_tf.configs")),
+                "edsr_tf.configs", "edsr_tf.tf_startup", "edsr_tf.units")),
     ("models", ("edsr_tf.models",)),
     ("data/inference/evaluation/export", ("edsr_tf.data", "edsr_tf.inference", "edsr_tf.inference_precision",
                                           "edsr_tf.evaluation", "edsr_tf.torch_import", "edsr_tf.export")),

@@ -122,11 +122,13 @@ def _degradation_from_flags(flags_values) -> dict:
 def default_dataset_dirs() -> tuple[Path, ...]:
     """Where ``train.py`` looks for benchmark sets without ``--dataset_dir`` (read when called).
 
-    The project's shared data folder next to this checkout (``<repo>/../shared/data``), then
-    the one next to the working directory.
+    In a checkout, the project's shared data folder next to it (``<repo>/../shared/data``);
+    then the one next to the working directory (``../shared/data``, as the configs' paths read),
+    the only one for an installed package, whose folder says nothing about the user's data.
     """
     repo_root = Path(__file__).resolve().parents[2]
-    dirs = (repo_root.parent / "shared" / "data", Path.cwd().parent / "shared" / "data")
+    checkout = (repo_root / "train.py").is_file()
+    dirs = ((repo_root.parent / "shared" / "data",) if checkout else ()) + (Path.cwd().parent / "shared" / "data",)
     return tuple(dict.fromkeys(dirs))
 
 
@@ -262,7 +264,7 @@ def benchmark_sets(opts: TrainOptions, scales: Sequence[int]) -> list:
         defaults = [Path(d) for d in opts.dataset_dir_defaults]
         dataset_dir = next((d for d in defaults if d.is_dir()), None)
         if dataset_dir is None:
-            where = f" and no {defaults[0]}" if defaults else ""
+            where = f" and no {' nor '.join(map(str, defaults))}" if defaults else ""
             log(f"note: {', '.join(opts.eval_sets)} not evaluated: no --dataset_dir{where}")
             return []
     out = []

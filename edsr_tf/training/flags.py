@@ -1,4 +1,4 @@
-"""absl flags of ``train.py`` (usable in flagfiles: ``--flagfile=configs/NAME.cfg``).
+"""absl flags of ``train.py`` (usable in flagfiles: ``--flagfile=configs/NAME.cfg``, ``--config NAME``).
 
 Defining and parsing them imports no TensorFlow (``--help`` is instant).
 """
@@ -135,6 +135,14 @@ def define_flags() -> None:
     flags.DEFINE_integer("qat_calibration_batches", 16,
                          "--qat: training batches that set the initial int8 ranges.")
     flags.DEFINE_boolean("progress", True, "Print the progress bar.")
+    flags.DEFINE_boolean("verbose", False, "Show TensorFlow's start-up log lines (hidden by default; "
+                         "errors, such as a GPU that fails, show either way).")
+    # --- configs (read by training.cli before absl parses; defined here for --help)
+    from edsr_tf.configs import names as config_names
+
+    flags.DEFINE_string("config", None, "A shipped config by name, read like --flagfile=<its file> at "
+                        "this place (flags after it override it): " + ", ".join(config_names()) + ". "
+                        "--flagfile also takes these names when no file of that name exists.")
 
     flags.mark_flag_as_required("out_dir")
     for name in ("patch_size", "batch_size", "steps", "ckpt_every", "keep_checkpoints",
