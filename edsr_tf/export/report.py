@@ -5,22 +5,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
-def _fmt_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+from edsr_tf.units import format_bytes
 
 
 def _fmt(x, spec: str, default: str = "-") -> str:
     return default if x is None else format(x, spec)
 
 
-def _latency(rec: dict, unit: str = "") -> str:
-    shape = rec.get("latency_input")
-    return _fmt(rec.get("latency_ms"), ".1f") + unit + (f" @{shape[2]}x{shape[1]}" if shape else "")
+def _latency(rec: dict, unit: str = "", ms_key: str = "latency_ms", input_key: str = "latency_input") -> str:
+    shape = rec.get(input_key)
+    if rec.get(ms_key) is None:
+        return "-"
+    return _fmt(rec.get(ms_key), ".1f") + unit + (f" @{shape[2]}x{shape[1]}" if shape else "")
+
+
+def _difference_and_latency(a: dict) -> tuple[str, str]:
+    """The row's parity and latency cells. A web artifact's are the page's own in headless
+    Chromium (the largest difference of its PNG from Keras in grey levels, its model time),
+    not those of onnxruntime running the same ONNX file; ``-`` when no browser ran it."""
+    if a.get("format") != "web":
+        return _fmt(a.get("max_abs_diff"), ".2e"), _latency(a)
+    levels = a.get("browser_max_diff_levels")
+    diff = "-" if levels is None else f"{levels} level{'s' if levels != 1 else ''} (browser)"
+    latency = _latency(a, ms_key="browser_ms", input_key="browser_input")
+    return diff, latency + (" (browser)" if latency != "-" else "")
 
 
 def summary_rows(report: dict) -> list[list[str]]:
@@ -28,20 +36,36 @@ def summary_rows(report: dict) -> list[list[str]]:
     rows = []
     for a in report["artifacts"]:
         variant = a["variant"] + (f" tile{a['tile'][0]}x{a['tile'][1]}" if a.get("tile") else "")
+        diff, latency = _difference_and_latency(a)
+        unchecked = a.get("format") == "web" and a.get("passed") and "browser_max_diff_levels" not in a
         rows.append(
             [
                 a["model"],
                 a["format"],
                 variant,
-                _fmt_size(a["size_bytes"]),
-                _fmt(a.get("max_abs_diff"), ".2e"),
+                format_bytes(a["size_bytes"]),
+                diff,
                 _fmt(a.get("psnr_db"), ".2f"),
                 _fmt(a.get("psnr_drop_db"), "+.3f"),
-                _latency(a),
-                "ok" if a.get("passed") else "FAIL",
+                latency,
+                ("ok (no browser)" if unchecked else "ok") if a.get("passed") else "FAIL",
             ]
         )
     return rows
+
+
+def step_line(a: dict) -> str:
+    """The console's line for a verified artifact: size, parity (fp32: max |Δ|; quantized: PSNR
+    and drop) and latency; a web artifact's difference and latency are the browser's own."""
+    if a.get("format") == "web":
+        if "browser_max_diff_levels" not in a:
+            return f"{format_bytes(a['size_bytes'])}, not run in a browser ({a.get('browser_check', '-')})"
+        ms = f", {a['browser_ms']:.1f} ms" if a.get("browser_ms") is not None else ""
+        return f"{format_bytes(a['size_bytes'])}, in Chromium: max|Δ| {a['browser_max_diff_levels']} grey level(s){ms}"
+    parity = (f"max|Δ| {a['max_abs_diff']:.2e}" if a.get("variant") == "fp32"
+              else f"PSNR {a['psnr_db']:.2f} dB (drop {a['psnr_drop_db']:+.3f} dB)")
+    latency = f", {a['latency_ms']:.1f} ms" if a.get("latency_ms") is not None else ""  # --latency_runs 0
+    return f"{format_bytes(a['size_bytes'])}, {parity}{latency}"
 
 
 HEADER = ["model", "format", "variant", "size", "max abs diff", "PSNR dB", "drop dB", "latency ms", "check"]
@@ -62,6 +86,18 @@ def table(report: dict) -> str:
     return "\n".join(lines + [f"keras reference, {ln}" for ln in reference_lines(report)])
 
 
+def _web_line(report: dict) -> list[str]:
+    """The header line saying what a web row measures, when there is one."""
+    web = [a for a in report["artifacts"] if a.get("format") == "web"]
+    if not web:
+        return []
+    threads = {a.get("browser_threads") for a in web} - {None}
+    where = f"headless Chromium, {', '.join(map(str, sorted(threads)))} WASM thread(s)" if threads \
+        else "headless Chromium (not run here)"
+    return [f"- web rows: the page itself in {where}: the largest difference of its PNG from Keras in "
+            "grey levels, and the model's time in the page (one run, the first verification image)"]
+
+
 def markdown(report: dict) -> str:
     """The report as Markdown."""
     lines = [
@@ -75,6 +111,7 @@ def markdown(report: dict) -> str:
         f"- fp32 tolerance: max |export - keras| <= {report['verification']['tolerance']:g} on [0, 255]",
         f"- latency: median of {report['verification']['latency_runs']} runs, batch 1, "
         f"at the LR size shown (WxH), {report['machine_threads']} CPU threads",
+        *_web_line(report),
         "",
         "| " + " | ".join(HEADER) + " | file |",
         "|" + "---|" * (len(HEADER) + 1),
@@ -93,10 +130,10 @@ def markdown(report: dict) -> str:
         lines += ["", "## SavedModel input limit", "",
                   f"Every signature refuses a request of more than {serving['max_pixels']:,} LR pixels "
                   "(N x H x W; serving_bytes: W x H per image, read from the header) with InvalidArgument "
-                  "(`python -m export --max-pixels`). Estimated activation memory:", ""]
+                  "(set at export with `--max_pixels`). Estimated activation memory:", ""]
         for m, info in serving.get("models", {}).items():
             lines.append(f"- {m}: {info['activation_bytes_per_lr_pixel']:,} bytes per LR pixel, "
-                         f"{_fmt_size(info['activation_bytes_at_max_pixels'])} at the limit")
+                         f"{format_bytes(info['activation_bytes_at_max_pixels'])} at the limit")
         versions = report.get("savedmodel_versions") or {}
         if versions:
             lines += ["", "SavedModel versions in this folder: "

@@ -19,7 +19,7 @@ Outputs are clipped to [0, 255] and rounded, as a saved image would be.
 ``{"b64": "..."}`` for it and base64-encodes ``sr_image_bytes`` in the reply.
 
 Input size limit: every signature refuses a request past ``max_pixels`` LR pixels
-(set at export time, ``python -m export --max-pixels``) with an ``InvalidArgument``
+(set at export time, ``edsr-export --max_pixels``) with an ``InvalidArgument``
 error that names the limit, which TF Serving returns to the client (HTTP 400). The
 tensor signatures check N x H x W (the pixels run at once); ``serving_bytes`` checks
 each image's W x H from its header *before* decoding it (PNG: the IHDR chunk, JPEG:
@@ -71,7 +71,7 @@ def _endpoints(model: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS):
             pixels <= limit,
             [tf.strings.format(
                 "input of N x H x W = {} x {} x {} = {} " + LIMIT_TEXT + " {} "
-                "(set at export: python -m export --max-pixels); send smaller images or tiles",
+                "(set at export with --max_pixels); send smaller images or tiles",
                 (shape[0], shape[1], shape[2], pixels, limit))],
         )
         with tf.control_dependencies([check]):
@@ -114,7 +114,7 @@ def _endpoints(model: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS):
                     (pixels <= limit) & (w > 0) & (h > 0),
                     [tf.strings.format(
                         "serving_bytes: image of {} x {} = {} " + LIMIT_TEXT + " {} "
-                        "(set at export: python -m export --max-pixels); send smaller images or tiles",
+                        "(set at export with --max_pixels); send smaller images or tiles",
                         (w, h, pixels, limit))],
                 )
                 # A JPEG holds at least one bit per 8x8 block (edsr_tf.images.jpeg_min_bytes):
@@ -202,7 +202,7 @@ def save_serving_model(
     if not version_dir.name.isdigit():
         raise ExportError(f"{version_dir}: TF Serving needs a numeric version folder")
     if int(max_pixels) < 1:
-        raise ExportUsageError(f"--max-pixels must be >= 1, got {max_pixels}")
+        raise ExportUsageError(f"--max_pixels must be >= 1, got {max_pixels}")
     net = serving_network(model, scale)
     archive = keras.export.ExportArchive()
     archive.track(net)

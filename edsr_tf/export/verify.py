@@ -282,12 +282,12 @@ def check_input_limit(runner, max_pixels: int) -> list[str]:
         except tf.errors.InvalidArgumentError as e:
             if LIMIT_TEXT not in str(e):
                 raise VerificationError(
-                    f"SavedModel signature {sig}: {what} past --max-pixels {max_pixels} failed with another "
+                    f"SavedModel signature {sig}: {what} past --max_pixels {max_pixels} failed with another "
                     f"error: {first_line(e)}"
                 ) from None
         else:
             raise VerificationError(
-                f"SavedModel signature {sig} accepted {what}, past --max-pixels {max_pixels}")
+                f"SavedModel signature {sig} accepted {what}, past --max_pixels {max_pixels}")
         checks.append(f"{sig}: {what} (> max_pixels {max_pixels}) refused")
     return checks
 

@@ -1,6 +1,6 @@
 """Web export: a static folder that upscales images in the browser, verified in Chromium.
 
-``python -m export --formats web`` writes ``DIR/web/``::
+``edsr-export --formats web`` (``python -m export`` in a checkout) writes ``DIR/web/``::
 
     index.html app.js worker.js lib.js style.css   the page (sources: edsr_tf/export/web_page/)
     sw.js                                         service worker: offline copy + COOP/COEP headers
@@ -8,7 +8,8 @@
     models/<name>.onnx                            the fp32 ONNX export (edsr_tf.export.onnx)
     ort/ort.wasm.min.js, ort/ort-wasm-simd-threaded.{js,wasm}, ort/LICENSE.txt
                                                   ONNX Runtime Web, copied from npm (version pinned
-                                                  in edsr_tf/export/web_page/package.json)
+                                                  in edsr_tf/export/web_page/package.json; found or
+                                                  installed by edsr_tf.export.web_runtime)
     README.txt
 
 Serve it with ``python -m http.server -d DIR/web`` or any static host; nothing is loaded
@@ -43,22 +44,18 @@ from typing import Iterator
 
 import numpy as np
 
+from edsr_tf.export import web_runtime
 from edsr_tf.export.common import ExportError, VerificationError
+from edsr_tf.export.web_runtime import (  # noqa: F401 (this module's names before web_runtime existed)
+    INSTALL_HINT,
+    PAGE_DIR,
+    RUNTIME_FILES,
+    RUNTIME_PACKAGE,
+    pinned_version,
+)
 
-#: Source of the page and the npm manifest that pins the runtime.
-PAGE_DIR = Path(__file__).resolve().with_name("web_page")
 #: Page files copied as they are (sw.js is filled in by :func:`finalize`).
 PAGE_FILES = ("index.html", "app.js", "worker.js", "lib.js", "style.css")
-#: The npm package of the runtime and the files of it the page needs (source name → bundle name;
-#: the page loads them as ``.js`` so that any static host serves a JavaScript MIME type).
-RUNTIME_PACKAGE = "onnxruntime-web"
-RUNTIME_FILES = {
-    "ort.wasm.min.mjs": "ort.wasm.min.js",
-    "ort-wasm-simd-threaded.mjs": "ort-wasm-simd-threaded.js",
-    "ort-wasm-simd-threaded.wasm": "ort-wasm-simd-threaded.wasm",
-}
-#: The command that installs the pinned runtime (from the repository root).
-INSTALL_HINT = "npm ci --prefix edsr_tf/export/web_page"
 #: Activation budget of one tile in the browser (WASM32 heaps stop at 4 GiB; phones have less).
 WEB_TILE_MEMORY = 512 << 20
 #: Largest input the page accepts by default (LR pixels): 2048x2048; x4 gives a 64 MP PNG.
@@ -112,45 +109,11 @@ Runtime: ONNX Runtime Web {version} (ort/, MIT licence in ort/LICENSE.txt).
 # --------------------------------------------------------------------------------------
 
 
-def pinned_version(page_dir: Path = PAGE_DIR) -> str:
-    """The exact onnxruntime-web version that ``package.json`` pins."""
-    try:
-        deps = json.loads((page_dir / "package.json").read_text())["dependencies"]
-        version = deps[RUNTIME_PACKAGE]
-    except (OSError, ValueError, KeyError) as e:
-        raise ExportError(f"{page_dir / 'package.json'}: cannot read the pinned {RUNTIME_PACKAGE} ({e})") from None
-    if not version[:1].isdigit():
-        raise ExportError(f"{page_dir / 'package.json'}: {RUNTIME_PACKAGE} must be pinned exactly, got {version!r}")
-    return version
-
-
-def node_modules_dir() -> Path:
-    """Where the runtime is installed: ``$EDSR_TF_WEB_NODE_MODULES`` or web_page/node_modules."""
-    env = os.environ.get("EDSR_TF_WEB_NODE_MODULES")
-    return Path(env) if env else PAGE_DIR / "node_modules"
-
-
 def runtime_dist(node_modules: str | os.PathLike | None = None) -> tuple[Path, str]:
-    """``(dist folder, version)`` of the installed, pinned onnxruntime-web.
-
-    Raises :class:`ExportError` naming the install command when it is missing, incomplete
-    or of another version than the pin.
-    """
-    pin = pinned_version()
-    pkg = Path(node_modules or node_modules_dir()) / RUNTIME_PACKAGE
-    try:
-        version = json.loads((pkg / "package.json").read_text())["version"]
-    except (OSError, ValueError, KeyError):
-        raise ExportError(
-            f"the web runtime ({RUNTIME_PACKAGE} {pin}) is not installed in {pkg.parent}: "
-            f"run `{INSTALL_HINT}` from the repository root (needs npm)") from None
-    if version != pin:
-        raise ExportError(
-            f"{pkg} is {RUNTIME_PACKAGE} {version} but package.json pins {pin}: run `{INSTALL_HINT}`")
-    missing = [f for f in RUNTIME_FILES if not (pkg / "dist" / f).is_file()]
-    if missing:
-        raise ExportError(f"{pkg / 'dist'} lacks {', '.join(missing)}: reinstall with `{INSTALL_HINT}`")
-    return pkg / "dist", version
+    """``(dist folder, version)`` of the pinned onnxruntime-web in ``node_modules`` (None: found
+    where :mod:`edsr_tf.export.web_runtime` looks); raises :class:`ExportError` naming the install
+    command when it is missing, incomplete or of another version. Installs nothing."""
+    return web_runtime.dist(node_modules)
 
 
 # --------------------------------------------------------------------------------------
@@ -433,25 +396,32 @@ def browser_check(folder: str | os.PathLike, scale: int, lr: np.ndarray, referen
         raise VerificationError(
             f"web page in Chromium differs from Keras by {diff} grey levels (allowed {tolerance})")
     stats = result["stats"] or {}
+    # browser_ms: the model's own time in the page (its session.run calls), as the other
+    # artifacts' latency times their runtime; browser_total_ms adds decoding, tiling, bicubic, PNG.
     return {"browser_check": "passed", "browser_max_diff_levels": diff,
-            "browser_threads": stats.get("threads"), "browser_ms": stats.get("totalMs")}
+            "browser_threads": stats.get("threads"), "browser_ms": stats.get("modelMs"),
+            "browser_total_ms": stats.get("totalMs"), "browser_input": [1, *map(int, lr.shape[:2]), 3]}
 
 
 def export_web(staging: Path, net, scale: int, name: str, onnx_source: Path, reference, images,
-               *, weights: str | None = None, say=lambda _m: None):
+               *, weights: str | None = None, say=lambda _m: None,
+               node_modules: str | os.PathLike | None = None):
     """The pipeline's ``web`` step for one scale of the model.
 
     Adds ``onnx_source`` (the fp32 ONNX export, already converted) to the bundle in
-    ``staging/web`` and returns ``(bundle folder, onnxruntime runner of the bundle's ONNX file,
-    report extras, check)``: the runner is verified against Keras like every export; ``check()``
-    then runs the page itself in headless Chromium on the first verification image and raises
-    :class:`VerificationError` when its PNG differs from Keras by more than one grey level.
+    ``staging/web`` (the runtime from ``node_modules``, None: found as
+    :func:`edsr_tf.export.web_runtime.find` does) and returns ``(bundle folder, onnxruntime
+    runner of the bundle's ONNX file, report extras, check)``: the runner is verified against
+    Keras like every export; ``check()`` then runs the page itself in headless Chromium on the
+    first verification image and raises :class:`VerificationError` when its PNG differs from
+    Keras by more than one grey level. The report shows the page's own difference and model
+    time (``browser_*``) for this artifact, not onnxruntime's.
     """
     from edsr_tf.export import onnx as onnx_export
     from edsr_tf.metrics import quantize
 
     folder = Path(staging) / "web"
-    target = add_model(folder, net, scale, name, onnx_source, weights=weights)
+    target = add_model(folder, net, scale, name, onnx_source, weights=weights, node_modules=node_modules)
     runner = onnx_export.OnnxRunner(target)
     extra = {"runtime": f"{RUNTIME_PACKAGE} {pinned_version()}", "onnx": target.relative_to(folder).as_posix()}
 

@@ -5,7 +5,7 @@
 //   ?threads=N    WASM threads (default: all cores when the page is cross-origin isolated)
 //   ?scale=S      which model of a multi-scale bundle (MDSR)
 //   ?sw=0         no service worker (no offline copy, single-threaded)
-import { formatPixels } from './lib.js';
+import { formatBytes, formatPixels } from './lib.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -250,7 +250,7 @@ async function main() {
   worker.postMessage(call('init'));
   if (!noted) {
     $('footer').textContent =
-      `Model ${model.file} (${model.size_bytes >= 1e6 ? `${(model.size_bytes / 1e6).toFixed(1)} MB` : `${Math.ceil(model.size_bytes / 1e3)} kB`}), ONNX Runtime Web ${cfg.runtime.version}. ` +
+      `Model ${model.file} (${formatBytes(model.size_bytes)}), ONNX Runtime Web ${cfg.runtime.version}. ` +
       (app.isolated ? 'Offline copy saved; multi-threaded.' : 'Single-threaded (page not cross-origin isolated).');
   }
 }

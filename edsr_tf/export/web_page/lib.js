@@ -156,6 +156,13 @@ export function imageSize(b) {
   return null;
 }
 
+/** A byte count in the unit edsr_tf uses everywhere (powers of 1024: KiB, MiB, GiB). */
+export function formatBytes(n) {
+  const units = [['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]];
+  for (const [unit, size] of units) if (n >= size) return `${(n / size).toFixed(1)} ${unit}`;
+  return `${n} bytes`;
+}
+
 /** "12.3 MP" / "850 kP" style pixel counts for messages. */
 export function formatPixels(n) {
   return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MP` : `${Math.round(n / 1e3)} kP`;
