@@ -214,14 +214,29 @@ def degradation_text(run: dict) -> str:
     return Degradation.from_dict(run.get("degradation")).describe()
 
 
+def run_leg(run: dict, command: str | None) -> dict:
+    """One leg of a model's lineage: a training run's steps, precision, start, LR and command."""
+    return {"steps": int(run["steps"]),
+            "precision": "fp32 (QAT int8 simulation)" if run.get("qat") else run.get("mixed_precision", "none"),
+            "init_from": run.get("init_from"), "training_lr": degradation_text(run), "command": command}
+
+
 def prior_lineage(init_from: str | None, given: str | None) -> list[dict]:
-    """The legs before this run: ``given`` (JSON), else the lineage on the card of the shipped
-    model the run started from (a card without one counts as one leg of its ``steps``)."""
+    """The legs before this run, so a card counts every step its weights went through: ``given``
+    (JSON); else, for a run's weights file (``<run>/run_config.json`` beside it), that run's own
+    lineage and that run; else the lineage on the card of the shipped model the run started
+    from (a card without one counts as one leg of its ``steps``)."""
     if given:
         return list(json.loads(given))
+    if not init_from:
+        return []
+    run_config = Path(init_from).parent / "run_config.json"
+    if Path(init_from).suffix == ".h5" and run_config.is_file():
+        run = json.loads(run_config.read_text())["options"]
+        return prior_lineage(run.get("init_from"), None) + [run_leg(run, f"the run in {run_config.parent}")]
     from edsr_tf.pretrained import load_manifest
 
-    shipped = load_manifest().get(init_from or "")
+    shipped = load_manifest().get(init_from)
     if shipped is None:
         return []
     card = shipped.card
@@ -302,10 +317,7 @@ def main(argv=None) -> int:
                     if (run.get("degradation") or {}).get("jpeg_prob") else [])
     results = card_results(scale, fp16, plus, bicubic)
     command = args.command or f"python train.py --flagfile=configs/pretrained_{args.name}.cfg"
-    lineage = prior_lineage(run.get("init_from"), args.prior_lineage)
-    lineage.append({"steps": int(run["steps"]), "precision": "fp32 (QAT int8 simulation)" if run.get("qat")
-                    else run.get("mixed_precision", "none"), "init_from": run.get("init_from"),
-                    "training_lr": degradation_text(run), "command": command})
+    lineage = prior_lineage(run.get("init_from"), args.prior_lineage) + [run_leg(run, command)]
     card = {
         "data": "../shared/data/train: 490 HR images (T91 90, BSD200 200, BSDS500 test 200); "
                 "images smaller than the HR patch skipped; LR by MATLAB-compatible bicubic"

@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from edsr_tf.pretrained import JPEG_SUFFIX, PretrainedError, PretrainedModel, format_models, list_models
+from edsr_tf.units import format_bytes
 
 
 def _fmt(value, spec: str = ".2f") -> str:
@@ -73,7 +74,7 @@ def cards(models: Sequence[PretrainedModel]) -> str:
             f"`{m.name}`", f"from {c['init_from']}" if c.get("init_from") else "from scratch",
             _steps(c), str(c.get("schedule")), str(c.get("precision")),
             f"{_fmt(c.get('wall_hours'))} h", str(c.get("hardware")),
-            f"{c.get('stored_dtype')}, {m.size / 1e6:.1f} MB (Δ {_fmt(c.get('fp16_psnr_change_db'), '.4f')} dB)",
+            f"{c.get('stored_dtype')}, {format_bytes(m.size)} (Δ {_fmt(c.get('fp16_psnr_change_db'), '.4f')} dB)",
             f"{_drops(c, 'dynamic')} / {_drops(c, 'int8')} dB"])
     return _markdown(["model", "trained", "steps (all runs; last run)", "last run's schedule",
                       "last run's precision", "wall time", "hardware",
