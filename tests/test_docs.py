@@ -186,3 +186,16 @@ def test_model_tables_match_the_manifest() -> None:
     out = subprocess.run([sys.executable, "benchmarks/update_model_tables.py", "--check"], cwd=REPO,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _recipe(page: Path, name: str) -> str:
+    text = page.read_text(encoding="utf-8")
+    m = re.search(rf"<!-- recipe: {re.escape(name)} -->\n```\w*\n(.*?)^```", text, re.M | re.S)
+    assert m, f"no recipe {name!r} in {page.name}"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("name", ["opencv-python", "rest-curl"])
+def test_readme_recipes_are_the_tested_ones(name: str) -> None:
+    """README's copies of the OpenCV and curl recipes are those docs/use_it_from.md runs in its tests."""
+    assert _recipe(REPO / "README.md", name) == _recipe(REPO / "docs" / "use_it_from.md", name)
