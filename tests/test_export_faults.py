@@ -419,7 +419,7 @@ def test_quantized_over_max_psnr_drop_left_out(tmp_path, photo):
     model, config = tiny()
     name = name_of(config)
     out = tmp_path / "out"
-    with pytest.raises(VerificationError, match="--max_psnr_drop")  # report.md names the current flag:
+    with pytest.raises(VerificationError, match="--max_psnr_drop"):  # report.md names the current flag
         run(model, config, out, photo, quantize=("none", "dynamic"), max_psnr_drop=-100.0)
     assert sorted(os.listdir(out / "tflite")) == [f"{name}_fp32.tflite"]
     rows = {a["variant"]: a for a in json.loads((out / "report.json").read_text())["artifacts"]
