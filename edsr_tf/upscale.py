@@ -2,7 +2,7 @@
 
 Each input (a file, or every image in a folder) is written to
 ``DIR/<stem>_x<s>.png`` (``<stem>_x<s>_bicubic.png`` with ``--bicubic``, ``<stem>_x<s>_int8.png``
-with ``--precision int8``, ``_bf16`` likewise, so they sit beside the float32 result;
+with ``--precision int8``, beside the float result;
 ``--format keep`` keeps the input's format where it can hold the result).
 Grayscale stays grayscale, 16-bit PNGs stay 16-bit, an alpha channel is
 upscaled with MATLAB bicubic (float, rounded once). Large images are processed in exact tiles, so
@@ -212,12 +212,13 @@ def webp_is_lossless(path: Path) -> bool:
 
 def output_path(out_dir: Path, src: Path, scale: int, *, bicubic: bool = False,
                 keep_format: bool = False, bit_depth: int = 8, precision: str = "fp32") -> Path:
-    """``out_dir/<stem>_x<s>[_bicubic|_bf16|_int8].<ext>``; ext ``.png`` unless keeping a format
-    that fits. A reduced ``precision`` is named so its output never replaces the float32 one."""
+    """``out_dir/<stem>_x<s>[_bicubic|_int8].<ext>``; ext ``.png`` unless keeping a format that
+    fits. The int8 model's output is named apart so it never replaces the float one; bf16 (and
+    ``auto``) compute the same image to 0.01 dB and keep the plain name."""
     ext = ".png"
     if keep_format and src.suffix.lower() in IMAGE_SUFFIXES and bit_depth == 8:
         ext = src.suffix.lower()
-    tag = "_bicubic" if bicubic else ("" if precision == "fp32" else f"_{precision}")
+    tag = "_bicubic" if bicubic else ("_int8" if precision == "int8" else "")
     return out_dir / f"{src.stem}_x{scale}{tag}{ext}"
 
 
@@ -312,7 +313,7 @@ def build_parser() -> ArgumentParser:
         prog=program_name("edsr-upscale", ("edsr_tf.upscale",)),
         description="Super-resolve images with an EDSR/MDSR weights file (or MATLAB bicubic).",
         epilog="Outputs: OUT_DIR/<stem>_x<s>.png (<stem>_x<s>_bicubic.png with --bicubic, "
-               "<stem>_x<s>_int8.png / _bf16.png with --precision int8 / bf16), written "
+               "<stem>_x<s>_int8.png with --precision int8), written "
                "atomically; inputs are never overwritten, existing outputs only with --overwrite. "
                "Exit code 0: all written (or skipped as existing); 1: some inputs failed (each named "
                "on stderr, the others still processed); 2: bad arguments or weights.",

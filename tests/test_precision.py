@@ -184,7 +184,7 @@ def test_upscale_cli_int8_converts_once(tiny, crop, cache, monkeypatch, tmp_path
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert len(calls) == 1 and err.count("note: --precision int8: converting") == 1, err
-    first = read_image(tmp_path / "o" / "a_x2.png").rgb
+    first = read_image(tmp_path / "o" / "a_x2_int8.png").rgb  # named apart from the float output
     # The pixels are the int8 model's (integer arithmetic: the tiled result is the untiled one
     # exactly), not the float model's: a conversion cached but not run would still count once.
     runner = ip.tflite_runner(ip.int8_cache_path(sha256_of(path), 2), model, 2)
@@ -192,7 +192,7 @@ def test_upscale_cli_int8_converts_once(tiny, crop, cache, monkeypatch, tmp_path
     assert np.abs(first.astype(float) - np.clip(np.round(upscale_array(model, 2, crop)), 0, 255)).max() >= 2
     assert main(argv + ["--self_ensemble"]) == 0
     assert len(calls) == 1 and "converting" not in capsys.readouterr().err
-    plus = read_image(tmp_path / "o" / "a_x2.png").rgb
+    plus = read_image(tmp_path / "o" / "a_x2_int8.png").rgb
     assert plus.shape == first.shape == (80, 104, 3)
     np.testing.assert_allclose(plus, np.round(upscale_array(runner, 2, crop, self_ensemble=True)), atol=1)
 

@@ -1,4 +1,4 @@
-"""``upscale`` output names per precision, and its progress bars kept apart from the per-file lines."""
+"""``upscale``'s int8 output name, and its progress bars kept apart from the per-file lines."""
 
 from __future__ import annotations
 
@@ -30,10 +30,12 @@ def _images(folder: Path, n: int = 3) -> list[str]:
     return names
 
 
-def test_reduced_precision_outputs_sit_beside_the_float32_one(tmp_path):
+def test_int8_outputs_sit_beside_the_float_one(tmp_path):
+    """int8 computes another image (integer arithmetic): its own name. bf16 (and auto) is the float
+    image to 0.01 dB: the plain name, so a default that picks it per machine names alike."""
     src = tmp_path / "a.png"
-    names = {p: upscale.output_path(tmp_path, src, 2, precision=p).name for p in ("fp32", "bf16", "int8")}
-    assert names == {"fp32": "a_x2.png", "bf16": "a_x2_bf16.png", "int8": "a_x2_int8.png"}
+    names = {p: upscale.output_path(tmp_path, src, 2, precision=p).name for p in ("fp32", "bf16", "auto", "int8")}
+    assert names == {"fp32": "a_x2.png", "bf16": "a_x2.png", "auto": "a_x2.png", "int8": "a_x2_int8.png"}
     assert upscale.output_path(tmp_path, src, 2, bicubic=True).name == "a_x2_bicubic.png"
     write_image(src, np.zeros((4, 4, 3), np.uint8))
     write_image(tmp_path / "a_x2.png", np.zeros((8, 8, 3), np.uint8))  # an earlier fp32 run's output
