@@ -459,19 +459,28 @@ def add_tiling_flags(parser: argparse.ArgumentParser, *, ensemble_help: str) -> 
 SCALE_HELP = "upscaling factor (default: the model's; required for --bicubic and multi-scale MDSR)"
 
 
-def add_precision_flag(parser: argparse.ArgumentParser) -> None:
-    """``--precision fp32|bf16|int8``: how the model computes (:mod:`edsr_tf.inference_precision`)."""
-    from edsr_tf.inference_precision import DEFAULT_PRECISION, PRECISIONS
+def add_precision_flag(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--precision auto|fp32|bf16|int8``: how the model computes (:mod:`edsr_tf.inference_precision`).
 
+    ``default``: the front end's (``upscale``: auto; ``evaluate``: fp32, so paper figures do not
+    depend on the machine); read back resolved with :meth:`CommandLine.resolve_precision`.
+    """
+    from edsr_tf.inference_precision import AUTO, CHOICES, DEFAULT_PRECISION
+
+    default = default or DEFAULT_PRECISION
     parser.add_argument(
-        "--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
-        help="model arithmetic: fp32 (default), bf16 (bfloat16 compute; fast on GPUs and CPUs with "
-             "AVX512-BF16/AMX, slow elsewhere) or int8 (full-integer TFLite run with LiteRT: converted "
-             "from the weights once and cached under $EDSR_TF_CACHE or ~/.cache/edsr_tf)")
+        "--precision", choices=CHOICES, default=default,
+        help=f"model arithmetic (default {default}): {AUTO} = bf16 where the hardware computes bfloat16 "
+             "natively (a CPU with AVX512-BF16 or AMX-BF16 and no GPU, or GPUs of compute capability "
+             "8.0+; within 0.01 dB of fp32 for the shipped models), else fp32, so on a machine without "
+             "it (e.g. an AMD CPU without AVX512-BF16) nothing changes; fp32; bf16 (bfloat16 compute; "
+             "slow where it is emulated); int8 (full-integer TFLite run with LiteRT: the shipped "
+             "<name>.int8.tflite, or converted from the weights once and cached under $EDSR_TF_CACHE "
+             "or ~/.cache/edsr_tf)")
 
 
 def add_sr_flags(parser: argparse.ArgumentParser, *, weights_help: str = WEIGHTS_HELP,
-                 bicubic_help: str, ensemble_help: str) -> None:
+                 bicubic_help: str, ensemble_help: str, precision_default: str | None = None) -> None:
     """What super-resolves and how: ``--weights`` (and ``--list_models``) or ``--bicubic``,
     ``--scale``, :func:`add_tiling_flags` and :func:`add_precision_flag`.
 
@@ -483,7 +492,7 @@ def add_sr_flags(parser: argparse.ArgumentParser, *, weights_help: str = WEIGHTS
     parser.add_argument("--bicubic", action="store_true", help=bicubic_help)
     add_scale_flag(parser, single=True, help=SCALE_HELP)
     add_tiling_flags(parser, ensemble_help=ensemble_help)
-    add_precision_flag(parser)
+    add_precision_flag(parser, precision_default)
 
 
 def sr_args_error(args: argparse.Namespace, *, weights_required: bool = True) -> str | None:
@@ -500,7 +509,7 @@ def sr_args_error(args: argparse.Namespace, *, weights_required: bool = True) ->
     if args.bicubic and args.self_ensemble:
         return "--self_ensemble needs a model (--weights), not --bicubic"
     precision = getattr(args, "precision", "fp32")
-    if args.bicubic and precision != "fp32":
+    if args.bicubic and precision not in ("fp32", "auto"):
         return f"--precision {precision} needs a model (--weights), not --bicubic"
     return None
 
@@ -591,6 +600,8 @@ class CommandLine:
 
     args: argparse.Namespace
     renames: Mapping[str, str]
+    #: ``--precision auto``'s decision, once made: {"reason": why}
+    _precision: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def error(self, msg: str) -> None:
         """``error: msg`` on stderr."""
@@ -627,6 +638,32 @@ class CommandLine:
             self.warning(warning)
         return model, config
 
+    def resolve_precision(self) -> str:
+        """``--precision`` with ``auto`` decided for this machine (the reason: :attr:`precision_reason`).
+
+        Replaces ``args.precision`` by the decision, so everything after reads one value; the
+        first call decides (TensorFlow is asked about GPUs), later ones return it.
+        """
+        from edsr_tf.inference_precision import resolve_precision
+
+        if "reason" not in self._precision:
+            self.args.precision, self._precision["reason"] = resolve_precision(getattr(self.args, "precision", "fp32"))
+        return self.args.precision
+
+    @property
+    def precision_reason(self) -> str:
+        """Why ``--precision auto`` decided as it did ("" when a precision was given)."""
+        self.resolve_precision()
+        return self._precision["reason"]
+
+    def precision_phrase(self) -> str:
+        """How the model computes and why, for the line that names the model."""
+        precision = self.resolve_precision()
+        if self.precision_reason:
+            other = "fp32" if precision != "fp32" else "bf16"
+            return f"computing in {precision} (--precision auto: {self.precision_reason}; --precision {other} to change)"
+        return f"computing in {precision} (--precision)"
+
     def load_runner(self, weights: str, scale: int):
         """``(runner, config)``: :meth:`load_model`, then set up for ``--precision``.
 
@@ -640,7 +677,7 @@ class CommandLine:
         from edsr_tf.models.io import ModelFileError
 
         model, config = self.load_model(weights, scale)
-        precision = getattr(self.args, "precision", "fp32")
+        precision = self.resolve_precision()
         try:
             runner = with_precision(model, config, scale, precision, weights=weights,
                                     say=lambda msg: print_note(f"--precision {precision}: {msg}"))

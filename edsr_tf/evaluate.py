@@ -123,7 +123,7 @@ def _evaluate(cli: CommandLine) -> None:
     else:
         config, scale = resolve_weights(args.weights, args.scale)
         method = (config.preset or config.arch) + ("+" if tiling.self_ensemble else "")
-        if args.precision != "fp32":
+        if cli.resolve_precision() != "fp32":
             method += f" {args.precision}"
     if args.lr_jpeg_quality is not None:
         method += f" (LR JPEG q{args.lr_jpeg_quality})"

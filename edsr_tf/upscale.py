@@ -61,6 +61,7 @@ from edsr_tf.images import (
     write_image,
 )
 from edsr_tf.inference import DEFAULT_TILE, ProgressFn, upscale_tiles, working_memory
+from edsr_tf.inference_precision import UPSCALE_DEFAULT_PRECISION
 from edsr_tf.jpeg import COMPRESSED_QUALITY
 
 
@@ -323,7 +324,8 @@ def build_parser() -> ArgumentParser:
                         "them (other formats, e.g. GIF/TIFF, are refused; skipped with a notice in a folder)")
     add_sr_flags(p, weights_help=WEIGHTS_HELP + "; default: the shipped edsr_baseline model for "
                  "--scale (default x2)", bicubic_help="MATLAB-bicubic upscaling instead of a model",
-                 ensemble_help="average the 8 flips/rotations (EDSR+; 8x slower)")
+                 ensemble_help="average the 8 flips/rotations (EDSR+; 8x slower)",
+                 precision_default=UPSCALE_DEFAULT_PRECISION)
     add_flag(p, "--input_type", "--input-type", choices=INPUT_TYPES, default="auto",
              help="which shipped model runs when --weights is not given: auto (default) gives JPEG "
                   f"files of estimated quality <= {COMPRESSED_QUALITY} (read from their quantization "
@@ -437,6 +439,8 @@ def _upscale(cli: CommandLine) -> int:
         raise UsageError(problem)
     tiling = cli.tiling
     weights, scale = _model_and_scale(args)
+    if not args.bicubic:
+        cli.resolve_precision()  # --precision auto -> bf16 or fp32 here, before outputs are named
 
     skipped: list[Path] = []
     unlisted: list[str] = []
@@ -468,7 +472,8 @@ def _upscale(cli: CommandLine) -> int:
             for name, whys in reasons.items():
                 print(printable(f"using the shipped model {name} ({shipped[name].figures()}) for "
                                 f"{sum(1 for n in chosen.values() if n == name)} input(s): {'; '.join(whys)} "
-                                "(--input_type or --weights to choose another)", sys.stderr), file=sys.stderr)
+                                f"(--input_type or --weights to choose another); {cli.precision_phrase()}",
+                                sys.stderr), file=sys.stderr)
     runners: dict[str, object] = {}
 
     def runner_for(src: Path):
@@ -481,6 +486,8 @@ def _upscale(cli: CommandLine) -> int:
 
     for name in dict.fromkeys(chosen.values()):  # load (and check) every model before any work
         runner_for(next(src for src, n in chosen.items() if n == name))
+    if args.weights and not args.quiet and chosen:
+        print(printable(f"using {weights}: {cli.precision_phrase()}", sys.stderr), file=sys.stderr)
     if args.max_memory:  # memory follows the output, not the file: refuse before decoding
         fits = []
         for job in plan.jobs:

@@ -71,3 +71,51 @@ def test_bf16_costs_under_a_hundredth_of_a_db_on_set5(name, shared_data):
     fp32 = evaluate_set(model_sr(model, scale), images)["psnr"]
     bf16 = evaluate_set(model_sr(ip.bf16_model(model, config, scale), scale), images)["psnr"]
     assert np.isfinite(fp32) and abs(bf16 - fp32) <= 0.01, (name, fp32, bf16)
+
+
+@pytest.fixture
+def image(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def bf16_builds(monkeypatch) -> list:
+    """Records every bf16 rebuild (and still makes it)."""
+    calls = []
+    real = ip.bf16_model
+    monkeypatch.setattr(ip, "bf16_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("flags, extra, expected, says", [
+    (BF16_CPU, [], "bf16", "computing in bf16 (--precision auto: no GPU; the CPU (Test CPU 9000) has native "
+                           "bfloat16: avx512_bf16; --precision fp32 to change)"),
+    (PLAIN_CPU, [], "fp32", "computing in fp32 (--precision auto: no GPU; the CPU (Test CPU 9000) lacks"),
+    (BF16_CPU, ["--precision", "fp32"], "fp32", "computing in fp32 (--precision)"),
+])
+def test_upscale_runs_auto_by_default_and_says_so(fake_machine, monkeypatch, image, tmp_path, capsys,
+                                                  flags, extra, expected, says):
+    from edsr_tf.upscale import main
+
+    fake_machine(flags)
+    builds = bf16_builds(monkeypatch)
+    assert main([str(image), "--out_dir", str(tmp_path / "out"), *extra]) == 0
+    err = capsys.readouterr().err
+    model_line = next(line for line in err.splitlines() if line.startswith("using the shipped model"))
+    assert says in model_line, err
+    assert len(builds) == (1 if expected == "bf16" else 0)
+    assert (tmp_path / "out" / "in_x2.png").exists()  # auto's bf16 keeps the float output's name
+
+
+def test_evaluate_stays_fp32_by_default_and_bicubic_takes_the_auto_default():
+    from edsr_tf import evaluate, upscale
+
+    assert evaluate.build_parser().parse_args(["--bicubic", "--scale", "2", "--dataset_dir", "d"]).precision == "fp32"
+    args = upscale.build_parser().parse_args(["x.png", "--bicubic", "--scale", "2"])
+    assert args.precision == "auto"
+    from edsr_tf.cli_args import sr_args_error
+
+    assert sr_args_error(args, weights_required=False) is None

@@ -53,7 +53,8 @@ def test_all_formats_and_a_truncated_file(tmp_path, weights, rgb, capsys):
     full = (src / "rgb.png").read_bytes()
     (src / "broken.png").write_bytes(full[: len(full) // 2])
     out = tmp_path / "out"
-    rc = main([str(src), "--weights", str(weights["edsr"]), "--out_dir", str(out), "--tile", "8"])
+    rc = main([str(src), "--weights", str(weights["edsr"]), "--out_dir", str(out), "--tile", "8",
+               "--precision", "fp32"])  # compared with the fp32 library output
     err = capsys.readouterr().err
     assert rc == 1
     assert "broken.png" in err and "1 of 8" in err and "Traceback" not in err
@@ -109,7 +110,7 @@ def test_mdsr_weights_need_a_scale(tmp_path, weights, rgb, capsys):
     assert main([str(tmp_path / "a.png"), "--weights", str(weights["mdsr"]), "--out_dir", str(out)]) == 2
     assert "--scale" in capsys.readouterr().err
     assert main([str(tmp_path / "a.png"), "--weights", str(weights["mdsr"]), "--scale", "3",
-                 "--out_dir", str(out), "--self_ensemble", "--batch", "4", "--quiet"]) == 0
+                 "--out_dir", str(out), "--self_ensemble", "--batch", "4", "--quiet", "--precision", "fp32"]) == 0
     # The x3 output of the MDSR, self-ensembled: the x2 one, or a plain pass, would differ.
     expected = upscale_array(weights["mdsr_model"], 3, rgb.astype(np.float32), self_ensemble=True)
     got = read_image(out / "a_x3.png").rgb

@@ -4,7 +4,8 @@ No model server runs here: the REST and gRPC snippets run with only the network 
 (``urllib.request.urlopen``, a ``curl`` on PATH, ``PredictionServiceStub``) by
 tests/tf_serving_emulator.py, which decodes the request the way TF Serving does, runs the exported
 SavedModel's own signature and answers the way TF Serving does. Every image must equal what
-``python -m edsr_tf.upscale photo.png --weights edsr_baseline_x2`` writes.
+``python -m edsr_tf.upscale photo.png --weights edsr_baseline_x2 --precision fp32`` writes (TF Serving
+runs the float32 SavedModel; upscale's default, auto, may compute in bf16).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tf_serving_emulator import ServingError, grpc_predict, rest_predict
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "use_it_from.md"
 EXPORT_X2 = "python -m export --weights edsr_baseline_x2 --formats savedmodel,onnx --out_dir exports/x2"
-UPSCALE = "python -m edsr_tf.upscale photo.png --weights edsr_baseline_x2"
+UPSCALE = "python -m edsr_tf.upscale photo.png --weights edsr_baseline_x2 --precision fp32"
 URL = "http://localhost:8501/v1/models/edsr_baseline_x2:predict"
 
 

@@ -21,6 +21,7 @@ def mdsr(
     n_feats: int = 64,
     res_scale: float = 1.0,
     name: str = "mdsr",
+    upsampler_dtype: str | None = "float32",
 ) -> keras.Model:
     """Builds MDSR: shared head/body/tail, per-scale pre-processing and upsamplers.
 
@@ -54,7 +55,7 @@ def mdsr(
             res = block(res)
         res = body_conv(res)
         h = keras.layers.Add(name=f"global_skip_x{s}")([h, res])
-        h = Upsampler(s, n_feats, name=f"upsample_x{s}", dtype="float32")(h)
+        h = Upsampler(s, n_feats, name=f"upsample_x{s}", dtype=upsampler_dtype)(h)
         h = tail(h)
         outputs[output_name(s)] = keras.layers.Identity(name=output_name(s), dtype="float32")(
             add_mean(h)
