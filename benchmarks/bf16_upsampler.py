@@ -8,7 +8,7 @@ bfloat16 upsampler (what `--precision bf16`/`auto` runs now). Set5 quality: test
 """
 import sys, time, statistics, numpy as np, keras
 from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edsr_tf.models import load_model, build_model, model_for_scale
 from edsr_tf.inference import upscale_array
 from edsr_tf import inference_precision as ip
