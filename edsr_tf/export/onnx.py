@@ -137,25 +137,16 @@ def nhwc_depth_to_space(model) -> int:
     transposes onnxruntime folds away: identical output, 9–11 % less time at ×4 256²
     (``benchmarks/op_profile.py``).
     """
-    import onnx
     from onnx import helper, numpy_helper
 
-    graph = model.graph
-    nodes, count = [], 0
-    for node in graph.node:
-        mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "DCR")
-        if node.op_type != "DepthToSpace" or mode != "DCR":
-            nodes.append(node)
-            continue
-        r = next(a.i for a in node.attribute if a.name == "blocksize")
-        x, y = node.input[0], node.output[0]
-        p = f"{node.name or y}_nhwc"
+    def expand(graph, x: str, y: str, r: int, name: str) -> list:
+        p = f"{name}_nhwc"
         graph.initializer.extend([
             numpy_helper.from_array(np.array([0, 0, 0, r, r, -1], np.int64), f"{p}_split"),
             numpy_helper.from_array(np.array([1, r, r, 1], np.int64), f"{p}_mul"),
             numpy_helper.from_array(np.array([1, 1, 1, r * r], np.int64), f"{p}_div"),
         ])
-        nodes += [
+        return [
             helper.make_node("Transpose", [x], [f"{p}_in"], perm=[0, 2, 3, 1]),
             helper.make_node("Shape", [f"{p}_in"], [f"{p}_shape"]),
             helper.make_node("Mul", [f"{p}_shape", f"{p}_mul"], [f"{p}_shape_r"]),
@@ -166,6 +157,29 @@ def nhwc_depth_to_space(model) -> int:
             helper.make_node("Reshape", [f"{p}_6d_t", f"{p}_out_shape"], [f"{p}_out"]),
             helper.make_node("Transpose", [f"{p}_out"], [y], perm=[0, 3, 1, 2]),
         ]
+
+    return rewrite_depth_to_space(model, expand)
+
+
+def rewrite_depth_to_space(model, expand, *, strict: bool = False) -> int:
+    """Replaces each ``DepthToSpace`` (DCR) of ``model`` with ``expand(graph, x, y, blocksize, name)``'s
+    nodes (which may add initializers to ``graph``); returns how many were replaced.
+
+    Other modes are left as they are, or with ``strict`` refused (:class:`ExportError`).
+    """
+    import onnx
+
+    graph = model.graph
+    nodes, count = [], 0
+    for node in graph.node:
+        mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "DCR")
+        if node.op_type != "DepthToSpace" or (mode != "DCR" and not strict):
+            nodes.append(node)
+            continue
+        if mode != "DCR":
+            raise ExportError(f"ONNX DepthToSpace {node.name!r} in mode {mode}: only DCR is rewritten")
+        r = next(a.i for a in node.attribute if a.name == "blocksize")
+        nodes += expand(graph, node.input[0], node.output[0], r, node.name or node.output[0])
         count += 1
     if count:
         del graph.node[:]

@@ -149,21 +149,12 @@ def nchw_depth_to_space(model) -> int:
     these ops are OpenCV's own. The shapes come from ``Shape`` at run time, so any input
     size works. Returns how many were rewritten.
     """
-    import onnx
     from onnx import helper, numpy_helper
 
-    graph = model.graph
-    nodes, count = [], 0
-    for node in graph.node:
-        mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "DCR")
-        if node.op_type != "DepthToSpace":
-            nodes.append(node)
-            continue
-        if mode != "DCR":
-            raise ExportError(f"ONNX DepthToSpace {node.name!r} in mode {mode}: only DCR is rewritten")
-        r = next(a.i for a in node.attribute if a.name == "blocksize")
-        x, y = node.input[0], node.output[0]
-        p = f"{node.name or y}_d2s"
+    from edsr_tf.export.onnx import rewrite_depth_to_space
+
+    def expand(graph, x: str, y: str, r: int, name: str) -> list:
+        p = f"{name}_d2s"
         graph.initializer.extend([
             numpy_helper.from_array(np.array([0], np.int64), f"{p}_0"),
             numpy_helper.from_array(np.array([1], np.int64), f"{p}_1"),
@@ -173,7 +164,7 @@ def nchw_depth_to_space(model) -> int:
             numpy_helper.from_array(np.array([-1], np.int64), f"{p}_c"),
             numpy_helper.from_array(np.array([r, r], np.int64), f"{p}_r"),
         ])
-        nodes += [
+        return [
             helper.make_node("Shape", [x], [f"{p}_shape"]),
             helper.make_node("Slice", [f"{p}_shape", f"{p}_0", f"{p}_1"], [f"{p}_n"]),
             helper.make_node("Slice", [f"{p}_shape", f"{p}_2", f"{p}_4"], [f"{p}_hw"]),
@@ -185,12 +176,8 @@ def nchw_depth_to_space(model) -> int:
             helper.make_node("Transpose", [f"{p}_6d"], [f"{p}_6d_t"], perm=[0, 3, 4, 1, 5, 2]),
             helper.make_node("Reshape", [f"{p}_6d_t", f"{p}_out_shape"], [y]),
         ]
-        count += 1
-    if count:
-        del graph.node[:]
-        graph.node.extend(nodes)
-        onnx.checker.check_model(model)
-    return count
+
+    return rewrite_depth_to_space(model, expand, strict=True)
 
 
 def _name_dims(model) -> None:
