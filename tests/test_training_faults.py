@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -274,3 +275,56 @@ def test_job_lock_is_exclusive_and_released():
         assert not first.path.exists()
         with JobLock(d) as again:
             assert again.held and again.stale is None
+
+
+# ------------------------------------------------------------------ Ctrl-C
+
+class _CtrlCInFinalizer:
+    """Sends this process a SIGINT from inside ``__del__``: a KeyboardInterrupt raised there is
+    printed as "Exception ignored" and dropped by Python (how a single Ctrl-C was lost, with
+    TensorFlow's many finalizers running between steps)."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):  # the handler runs at one of these bytecodes, still in __del__
+            pass
+
+
+def test_a_single_ctrl_c_is_never_lost_and_stops_before_the_next_step(tmp_path, monkeypatch, capsys):
+    from edsr_tf.training.interrupt import FIRST_TEXT
+    from edsr_tf.training.loop import TrainLoop
+
+    one_step = TrainLoop._one_step
+    calls = []
+
+    def step_then_ctrl_c(self):
+        logs = one_step(self)
+        calls.append(1)
+        if len(calls) == 3:
+            _CtrlCInFinalizer()  # created and collected at once
+        return logs
+
+    monkeypatch.setattr(TrainLoop, "_one_step", step_then_ctrl_c)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny(out))
+    assert len(calls) == 3, "the run went on past the step in which Ctrl-C came"
+    assert FIRST_TEXT in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "checkpoints").glob("ckpt-*.index")) == ["ckpt-2.index"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_a_second_ctrl_c_interrupts_at_once():
+    from edsr_tf.training.interrupt import deferred_interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupt() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10_000):
+                pass
+            assert stop.requested
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10_000):
+                pass
+            pytest.fail("the second Ctrl-C did not interrupt")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from edsr_tf.errors import first_line
+from edsr_tf.training.interrupt import deferred_interrupt
 from edsr_tf.training.strategy import WorkerInfo, local_replicas, worker_info
 from edsr_tf.training.trainer import SRTrainer, distribute_batch
 
@@ -367,7 +368,9 @@ class TrainLoop:
 
         Callbacks get ``on_train_batch_end(step, logs)`` with ``step`` the number of
         completed steps (1-based) and ``logs`` holding tensors (convert when needed).
-        A checkpoint is written every ``checkpoint_every`` steps and at the end.
+        A checkpoint is written every ``checkpoint_every`` steps and at the end. A Ctrl-C
+        stops the run before the next step (``KeyboardInterrupt``; never lost, never in the
+        middle of a checkpoint write: :mod:`edsr_tf.training.interrupt`).
         """
         if isinstance(callbacks, keras.callbacks.CallbackList):
             cbs = callbacks
@@ -377,15 +380,20 @@ class TrainLoop:
         start = self.step
         cbs.on_train_begin({"initial_step": start, "steps": steps})
         step = start
-        while step < steps:
-            cbs.on_train_batch_begin(step)
-            logs = self._one_step()
-            step += 1
-            self.state.step.assign(step)
-            cbs.on_train_batch_end(step, logs)
-            if step % self.checkpoint_every == 0 or step == steps:
+        with deferred_interrupt() as stop:
+            while step < steps:
+                if stop.requested:
+                    raise KeyboardInterrupt
+                cbs.on_train_batch_begin(step)
+                logs = self._one_step()
+                step += 1
+                self.state.step.assign(step)
+                cbs.on_train_batch_end(step, logs)
+                if step % self.checkpoint_every == 0 or step == steps:
+                    self.state.save()
+            if start == steps and self.state.latest is None:
                 self.state.save()
-        if start == steps and self.state.latest is None:
-            self.state.save()
+            if stop.requested:  # during the last step: the run is saved, stop before what follows
+                raise KeyboardInterrupt
         cbs.on_train_end(logs)
         return logs
