@@ -50,7 +50,8 @@ earlier ones; an OUT_DIR holding another model's export is refused unless --over
 is run in its runtime and compared with the Keras model; one that fails (fp32: differs by more
 than --tolerance) is left out and listed in the report, and the command exits 1.
 --formats web writes OUT_DIR/web/, a static page that upscales in the browser with ONNX Runtime Web
-(the pinned version, installed once with npm into --web_runtime), checked in headless Chromium when found.
+(the pinned version, installed once with npm into --web_runtime), checked in headless Chromium when found;
+from a shipped model it also carries the JPEG-robust one for compressed JPEGs (--web_jpeg_model).
 Exit status: 0 ok, 1 the export or its verification failed, 2 bad arguments.
 """
 
@@ -63,6 +64,8 @@ def example(prog: str) -> str:
 
 #: The model exported when --weights is not given: the shipped EDSR-baseline x2.
 DEFAULT_WEIGHTS = "edsr_baseline_x2"
+#: ``--web_jpeg_model`` values besides a model: the shipped JPEG-robust model where it fits, or none.
+WEB_JPEG_AUTO, WEB_JPEG_NONE = "auto", "none"
 
 
 def default_weights() -> str:
@@ -162,6 +165,13 @@ def build_parser() -> ArgumentParser:
              help="web: the folder ONNX Runtime Web is taken from, or installed into with npm when it "
                   "is not there (default: a checkout's web_page/node_modules, else "
                   "$EDSR_TF_CACHE/web_runtime, i.e. ~/.cache/edsr_tf/web_runtime)")
+    add_flag(p, "--web_jpeg_model", "--web-jpeg-model", default=WEB_JPEG_AUTO, metavar="auto|none|W",
+             help="web: a second, JPEG-robust model the page picks for JPEG files (camera photos "
+                  "included) of estimated quality <= 90, as edsr-upscale does (?input= in the page's "
+                  "address overrides): auto (default) = the shipped edsr_baseline_x<s>_jpeg when "
+                  "--weights is a shipped bicubic-trained model and one ships for its scale, else none; "
+                  "none = the exported model only; or a shipped model's name or a .weights.h5/.keras file "
+                  "(a single-scale model of the exported scale)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     add_verbose_flag(p)
     return p
@@ -187,7 +197,28 @@ def options_from_args(args: argparse.Namespace):
         overwrite=args.overwrite,
         latency_runs=args.latency_runs,
         web_runtime=args.web_runtime,
+        web_jpeg_weights=web_jpeg_weights(args),
     )
+
+
+def web_jpeg_weights(args: argparse.Namespace) -> str | None:
+    """``--web_jpeg_model`` resolved: ``auto`` → the shipped JPEG-robust model that fits
+    ``--weights`` (its default included) and ``--scale``, or None
+    (:func:`edsr_tf.export.web.auto_jpeg_weights`); ``none`` → None; else the model as given.
+    A value other than ``auto`` without web in ``--formats`` is an :class:`ExportUsageError`."""
+    value = args.web_jpeg_model
+    if "web" not in args.formats:
+        if value != WEB_JPEG_AUTO:
+            raise ExportUsageError(f"--web_jpeg_model {value}: applies to the web page only; add web to "
+                                   f"--formats (now {','.join(args.formats)}) or drop --web_jpeg_model")
+        return None
+    if value == WEB_JPEG_NONE:
+        return None
+    if value == WEB_JPEG_AUTO:
+        from edsr_tf.export.web import auto_jpeg_weights
+
+        return auto_jpeg_weights(args.weights or DEFAULT_WEIGHTS, args.scale)
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -128,6 +128,10 @@ class ExportOptions:
     (LR pixels). overwrite: replace another model's export in ``out``. latency_runs: timed
     runs per artifact (0: none). web_runtime: the folder ONNX Runtime Web is taken from or
     installed into for ``web`` (None: :mod:`edsr_tf.export.web_runtime`'s places, the user cache).
+    web_jpeg_weights: a second, JPEG-robust model the ``web`` page carries and picks for
+    compressed JPEGs (a shipped model's name or a ``.weights.h5``/``.keras`` file: a single-scale
+    model of an exported scale); None: the page carries the exported model only. Front ends
+    resolve their ``auto`` (:func:`edsr_tf.export.web.auto_jpeg_weights`) before this.
     """
 
     formats: tuple[str, ...] = DEFAULT_FORMATS
@@ -147,6 +151,7 @@ class ExportOptions:
     overwrite: bool = False
     latency_runs: int = 5
     web_runtime: Path | None = None
+    web_jpeg_weights: str | None = None
 
     def __post_init__(self) -> None:
         put = functools.partial(object.__setattr__, self)
@@ -166,6 +171,13 @@ class ExportOptions:
         for field in ("calibration_dir", "verify_dir"):
             if getattr(self, field) is not None:
                 put(field, Path(getattr(self, field)))
+        if self.web_jpeg_weights is not None:
+            if not isinstance(self.web_jpeg_weights, (str, os.PathLike)) or not os.fspath(self.web_jpeg_weights):
+                raise TypeError("ExportOptions.web_jpeg_weights: a shipped model's name or a weights file, "
+                                f"or None; got {self.web_jpeg_weights!r}")
+            put("web_jpeg_weights", os.fspath(self.web_jpeg_weights))
+            if "web" not in self.formats:
+                raise ExportUsageError("--web_jpeg_model applies to the web page only: add web to --formats")
         if self.verify_images is not None:
             put("verify_images", tuple((str(n), im) for n, im in self.verify_images))
         if self.scale is not None and int(self.scale) < 1:

@@ -143,6 +143,8 @@ class ExportPlan:
     images: dict[int, list[VerificationImage]]
     foreign: str | None
     old_versions: dict[str, list[int]]
+    #: The web page's JPEG-robust model per exported scale (``options.web_jpeg_weights``, resolved).
+    web_jpeg: dict[int, Path] = dataclasses.field(default_factory=dict)
 
     @property
     def keep_versions(self) -> bool:
@@ -231,9 +233,32 @@ def plan_export(model: keras.Model, config: ModelConfig, out: str | os.PathLike,
             f"--out {out}: holds the export of another model ({foreign}); choose an empty folder, "
             "or pass --overwrite to replace that export")
     names = tuple(artifact_name(config, s) for s in scales)
+    web_jpeg = _web_jpeg_plan(options, scales)
     images = _verification_images(options, scales)
     old_versions = {n: (savedmodel_versions(out / "savedmodel" / n) if foreign is None else []) for n in names}
-    return ExportPlan(options, out, scales, names, images, foreign, old_versions)
+    return ExportPlan(options, out, scales, names, images, foreign, old_versions, web_jpeg)
+
+
+def _web_jpeg_plan(options: ExportOptions, scales: tuple[int, ...]) -> dict[int, Path]:
+    """``{scale: weights file}`` of ``options.web_jpeg_weights``; :class:`ExportUsageError` (one
+    line, naming the flag) for a model that cannot be read or is not a single-scale model of an
+    exported scale."""
+    spec = options.web_jpeg_weights
+    if spec is None or "web" not in options.formats:
+        return {}
+    from edsr_tf.models.io import ModelFileError, read_config, resolve_weights
+
+    try:
+        path = resolve_weights(spec)
+        jpeg_config = read_config(path)
+    except ModelFileError as e:
+        raise ExportUsageError(f"--web_jpeg_model {spec}: {first_line(e)}") from None
+    exported = "/".join(f"x{s}" for s in scales)
+    if len(jpeg_config.scales) != 1 or jpeg_config.scales[0] not in scales:
+        have = "/".join(f"x{s}" for s in jpeg_config.scales)
+        raise ExportUsageError(f"--web_jpeg_model {spec}: a {have} model; the page's JPEG model must be a "
+                               f"single-scale model of the exported scale ({exported})")
+    return {jpeg_config.scales[0]: path}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,11 +461,37 @@ def _onnx_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Candi
 
 
 def _web_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Candidate]:
-    """The static page: the fp32 ONNX + ONNX Runtime Web (export/web.py), checked in Chromium."""
-    path, runner, extra, check = web.export_web(build.staging, t.net, t.scale, t.name, build.onnx_source(t),
+    """The static page: the fp32 ONNX + ONNX Runtime Web (export/web.py), checked in Chromium;
+    with ``--web_jpeg_model``, the JPEG-robust model beside it (:func:`_web_jpeg_model`)."""
+    source = build.onnx_source(t)
+    jpeg = _web_jpeg_model(build, t)
+    path, runner, extra, check = web.export_web(build.staging, t.net, t.scale, t.name, source,
                                                 t.reference, t.images, weights=build.weights, say=build.say,
-                                                node_modules=web_runtime.find(build.options.web_runtime))
+                                                node_modules=web_runtime.find(build.options.web_runtime),
+                                                jpeg=jpeg)
     yield Candidate("web", quant, path, runner, t.images, extra, post=check)
+
+
+def _web_jpeg_model(build: _Build, t: ScaleTarget) -> web.JpegModel | None:
+    """The page's JPEG-robust model for ``t``'s scale, converted to ONNX as the main model is and
+    verified in onnxruntime against its own Keras model on the same images and fp32 tolerance
+    (the record says whether it passed; a failure fails the web artifact); None without one."""
+    weights = build.plan.web_jpeg.get(t.scale)
+    if weights is None:
+        return None
+    model, config = load_model(weights)
+    net = model_for_scale(model, config, t.scale)
+    name = web.JPEG_NAME.format(name=t.name)
+    conv_dir = export_conversion_savedmodel(inference_model(net), build.work / f"{name}_dynamic")
+    source = build.work / f"{name}_fp32.onnx"
+    onnx_export.convert(conv_dir, source)
+    reference = KerasRunner(net)
+    rec = verify_runner(onnx_export.OnnxRunner(source), reference, t.images, t.scale,
+                        tolerance=build.options.tolerance, latency_runs=0, label=f"web jpeg {name}")
+    verdict = (f"max|Δ| {rec['max_abs_diff']:.2e} against its Keras model" if rec["passed"]
+               else f"FAILED: {rec['failure']}")
+    build.say(f"{name}: the page's JPEG-robust model ({Path(weights).name}) in onnxruntime: {verdict}")
+    return web.JpegModel(name, net, source, reference, str(weights), rec)
 
 
 def _opencv_artifacts(build: _Build, t: ScaleTarget, quant: str) -> Iterator[Candidate]:

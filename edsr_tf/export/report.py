@@ -61,11 +61,42 @@ def step_line(a: dict) -> str:
         if "browser_max_diff_levels" not in a:
             return f"{format_bytes(a['size_bytes'])}, not run in a browser ({a.get('browser_check', '-')})"
         ms = f", {a['browser_ms']:.1f} ms" if a.get("browser_ms") is not None else ""
-        return f"{format_bytes(a['size_bytes'])}, in Chromium: max|Δ| {a['browser_max_diff_levels']} grey level(s){ms}"
+        return (f"{format_bytes(a['size_bytes'])}, in Chromium: max|Δ| {a['browser_max_diff_levels']} grey "
+                f"level(s){ms}{_jpeg_suffix(a)}")
     parity = (f"max|Δ| {a['max_abs_diff']:.2e}" if a.get("variant") == "fp32"
               else f"PSNR {a['psnr_db']:.2f} dB (drop {a['psnr_drop_db']:+.3f} dB)")
     latency = f", {a['latency_ms']:.1f} ms" if a.get("latency_ms") is not None else ""  # --latency_runs 0
     return f"{format_bytes(a['size_bytes'])}, {parity}{latency}"
+
+
+def _jpeg_suffix(a: dict) -> str:
+    """``; JPEG model NAME: max|Δ| ...``: the step line's word on a web page's JPEG-robust model."""
+    j = a.get("jpeg_model")
+    if not j or j.get("max_abs_diff") is None:
+        return ""
+    levels = j.get("browser_max_diff_levels")
+    return (f"; + JPEG model {j['name']}: max|Δ| {j['max_abs_diff']:.2e} (onnxruntime)"
+            + (f", {levels} grey level(s) in Chromium" if levels is not None else ""))
+
+
+def web_jpeg_lines(report: dict) -> list[str]:
+    """One line per web page that carries a JPEG-robust model: which, from which file, for which
+    inputs, and its verified difference from its own Keras model."""
+    lines = []
+    for a in report["artifacts"]:
+        j = a.get("format") == "web" and a.get("jpeg_model")
+        if not j:
+            continue
+        size = f", {format_bytes(j['size_bytes'])}" if j.get("size_bytes") else ""
+        diff = "-" if j.get("max_abs_diff") is None else f"{j['max_abs_diff']:.2e}"
+        levels = j.get("browser_max_diff_levels")
+        browser = f"; in Chromium (?input=jpeg) {levels} grey level(s)" if levels is not None else ""
+        verdict = "" if j.get("passed", True) else f"; FAILED: {j.get('failure')}"
+        lines.append(f"- web page `{a['path']}` of {a['model']} also carries the JPEG-robust model {j['name']} "
+                     f"(`{j['onnx']}` from `{j['weights']}`{size}), used for JPEGs of estimated quality <= "
+                     f"{j.get('compressed_quality', 90)}: max |onnx - keras| {diff} on [0,255] against its own "
+                     f"Keras model (onnxruntime){browser}{verdict}")
+    return lines
 
 
 HEADER = ["model", "format", "variant", "size", "max abs diff", "PSNR dB", "drop dB", "latency ms", "check"]
@@ -112,6 +143,7 @@ def markdown(report: dict) -> str:
         f"- latency: median of {report['verification']['latency_runs']} runs, batch 1, "
         f"at the LR size shown (WxH), {report['machine_threads']} CPU threads",
         *_web_line(report),
+        *web_jpeg_lines(report),
         "",
         "| " + " | ".join(HEADER) + " | file |",
         "|" + "---|" * (len(HEADER) + 1),

@@ -6,6 +6,9 @@
     sw.js                                         service worker: offline copy + COOP/COEP headers
     config.json                                   models, tile, overlap, pixel limit, runtime version
     models/<name>.onnx                            the fp32 ONNX export (edsr_tf.export.onnx)
+    models/<name>_jpeg.onnx                       the JPEG-robust model, where the bundle has one
+                                                  (--web_jpeg_model): the page picks it for JPEGs
+                                                  of estimated quality <= 90, as edsr-upscale does
     ort/ort.wasm.min.js, ort/ort-wasm-simd-threaded.{js,wasm}, ort/LICENSE.txt
                                                   ONNX Runtime Web, copied from npm (version pinned
                                                   in edsr_tf/export/web_page/package.json; found or
@@ -29,6 +32,7 @@ JAX/Flax, whereas ORT-web runs the ONNX export that this package already convert
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -53,6 +57,7 @@ from edsr_tf.export.web_runtime import (  # noqa: F401 (this module's names befo
     RUNTIME_PACKAGE,
     pinned_version,
 )
+from edsr_tf.jpeg import COMPRESSED_QUALITY
 
 #: Page files copied as they are (sw.js is filled in by :func:`finalize`).
 PAGE_FILES = ("index.html", "app.js", "worker.js", "lib.js", "style.css")
@@ -60,6 +65,11 @@ PAGE_FILES = ("index.html", "app.js", "worker.js", "lib.js", "style.css")
 WEB_TILE_MEMORY = 512 << 20
 #: Largest input the page accepts by default (LR pixels): 2048x2048; x4 gives a 64 MP PNG.
 WEB_MAX_PIXELS = 1 << 22
+#: ``input_type`` of a bundle's models: the scale's main model, and the JPEG-robust one the page
+#: picks for compressed JPEGs (config.json ``compressed_quality``; lib.js ``chooseModel``).
+INPUT_TYPES = ("clean", "jpeg")
+#: Name of the JPEG-robust model in a bundle: the main model's name and this suffix.
+JPEG_NAME = "{name}_jpeg"
 #: Model outputs may differ from the Keras reference by this many grey levels after rounding.
 BROWSER_TOLERANCE_LEVELS = 1
 #: Chromium flags for headless runs on a machine without a display or outside network.
@@ -98,9 +108,17 @@ Serve this folder with any static web server and open it, e.g.
 then http://localhost:8000/ (service workers, hence the offline copy and WASM threads,
 need https or localhost). Nothing is loaded from anywhere else.
 
-config.json: max_pixels (largest accepted input), and per model its tile and overlap.
-Address options: ?tile=N (0 = whole image), ?maxPixels=N, ?threads=N, ?scale=S, ?sw=0.
+config.json: max_pixels (largest accepted input), and per model its tile, overlap and
+input_type (clean, or jpeg: the JPEG-robust model).
+{choice}Address options: ?tile=N (0 = whole image), ?maxPixels=N, ?threads=N, ?scale=S, ?sw=0,
+?input=auto|clean|jpeg.
 Runtime: ONNX Runtime Web {version} (ort/, MIT licence in ort/LICENSE.txt).
+"""
+
+CHOICE_TXT = """Model choice, per image (as edsr-upscale does): a JPEG file (camera photos included) whose
+estimated quality (from its luminance quantization table) is at most {quality} gets the
+JPEG-robust model ({jpeg}); any other image gets {clean}. ?input=clean or
+?input=jpeg (or the Input selector) overrides it; the result line names the model and why.
 """
 
 
@@ -131,6 +149,34 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def auto_jpeg_weights(weights: str | os.PathLike, scale: int | None = None) -> str | None:
+    """The JPEG-robust model a bundle of ``weights`` carries by default (``--web_jpeg_model auto``).
+
+    The shipped ``edsr_baseline_x<s>_jpeg`` (:func:`edsr_tf.pretrained.jpeg_model`) when
+    ``weights`` is the name of a shipped bicubic-trained model and one is shipped for the
+    exported scale (``scale``, else the model's only one); None otherwise: a weights file, a
+    JPEG-robust model itself, a scale without one, an unreadable manifest (the export then
+    says what is wrong with the weights itself).
+    """
+    from edsr_tf import pretrained
+
+    text = os.fspath(weights)
+    if text.endswith(pretrained.JPEG_SUFFIX):
+        return None
+    try:
+        model = pretrained.load_manifest().get(text)
+        if model is None:
+            return None
+        if scale is None:
+            if len(model.scales) != 1:
+                return None
+            scale = model.scales[0]
+        robust = pretrained.jpeg_model(scale) if int(scale) in model.scales else None
+    except pretrained.PretrainedError:
+        return None
+    return robust.name if robust is not None and robust.name != text else None
 
 
 def write_page(folder: str | os.PathLike, node_modules: str | os.PathLike | None = None) -> str:
@@ -164,14 +210,21 @@ def add_model(
     max_pixels: int = WEB_MAX_PIXELS,
     tile: int | None = None,
     node_modules: str | os.PathLike | None = None,
+    input_type: str = "clean",
+    model_weights: str | None = None,
 ) -> Path:
     """Adds one single-scale model (its verified ONNX file) to the bundle in ``folder``.
 
     Writes the page and runtime on first use, copies ``onnx_path`` to ``models/<name>.onnx``,
-    records the model in ``config.json`` (scale, receptive-field overlap, tile) and rewrites
-    ``sw.js``. ``net`` is the Keras single-scale model (for the overlap and default tile).
-    Returns the path of the bundle's ONNX file.
+    records the model in ``config.json`` (scale, receptive-field overlap, tile, ``input_type``)
+    and rewrites ``sw.js``. ``net`` is the Keras single-scale model (for the overlap and default
+    tile). ``input_type``: ``"clean"`` (the scale's main model) or ``"jpeg"`` (the JPEG-robust
+    model the page picks for JPEGs of estimated quality <= ``compressed_quality``, see
+    :data:`INPUT_TYPES`); ``model_weights``: the file this model came from (its name is recorded,
+    for a model other than the bundle's ``weights``). Returns the path of the bundle's ONNX file.
     """
+    if input_type not in INPUT_TYPES:
+        raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
     from edsr_tf.inference import receptive_field_radius
 
     folder = Path(folder)
@@ -202,9 +255,13 @@ def add_model(
         "output": "sr",
         "size_bytes": target.stat().st_size,
         "sha256": _sha256(target),
+        "input_type": input_type,
     }
+    if model_weights:
+        entry["weights"] = Path(model_weights).name
+    cfg["compressed_quality"] = COMPRESSED_QUALITY  # the page's rule: edsr_tf.jpeg, as edsr-upscale
     cfg["models"] = [m for m in cfg["models"] if m["name"] != name] + [entry]
-    cfg["models"].sort(key=lambda m: m["scale"])
+    cfg["models"].sort(key=lambda m: (m["scale"], INPUT_TYPES.index(m.get("input_type", "clean"))))
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     finalize(folder)
     return target
@@ -214,9 +271,13 @@ def finalize(folder: str | os.PathLike) -> None:
     """Writes ``sw.js`` (precache list + content hash) and ``README.txt`` for ``folder``."""
     folder = Path(folder)
     cfg = json.loads((folder / "config.json").read_text())
+    jpeg = [m["name"] for m in cfg["models"] if m.get("input_type") == "jpeg"]
+    clean = [m["name"] for m in cfg["models"] if m.get("input_type", "clean") == "clean"]
+    choice = CHOICE_TXT.format(quality=cfg.get("compressed_quality", COMPRESSED_QUALITY),
+                               jpeg=", ".join(jpeg), clean=", ".join(clean)) if jpeg else ""
     (folder / "README.txt").write_text(README_TXT.format(
         models=", ".join(m["name"] for m in cfg["models"]), folder=folder.name,
-        version=cfg["runtime"]["version"]))
+        version=cfg["runtime"]["version"], choice=choice))
     files = sorted(
         p.relative_to(folder).as_posix() for p in folder.rglob("*")
         if p.is_file() and p.name not in ("sw.js", "README.txt") and not p.name.startswith(".")
@@ -364,12 +425,17 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 def browser_check(folder: str | os.PathLike, scale: int, lr: np.ndarray, reference: np.ndarray,
-                  tolerance: int = BROWSER_TOLERANCE_LEVELS) -> dict:
+                  tolerance: int = BROWSER_TOLERANCE_LEVELS, *, model: str | None = None,
+                  jpeg_reference: np.ndarray | None = None, jpeg_model: str | None = None) -> dict:
     """Runs ``lr`` (uint8 RGB) through the bundle in headless Chromium; compares with ``reference``.
 
     ``reference`` is the Keras output rounded to uint8. Returns a record for the report;
     raises :class:`VerificationError` when the page's PNG differs by more than ``tolerance``
-    grey levels. When no browser is available the record says why and nothing is checked.
+    grey levels, or when ``model`` is given and the page ran another model. With
+    ``jpeg_reference`` (the bundle's JPEG-robust model ``jpeg_model`` in Keras, rounded), the
+    page is also run with ``?input=jpeg`` on the same image and held to the same tolerance
+    (``browser_jpeg_max_diff_levels``). When no browser is available the record says why and
+    nothing is checked.
     """
     reason = browser_unavailable()
     if os.environ.get("EDSR_TF_WEB_BROWSER_CHECK", "1") == "0":
@@ -378,34 +444,65 @@ def browser_check(folder: str | os.PathLike, scale: int, lr: np.ndarray, referen
         return {"browser_check": f"skipped: {reason}"}
     from PIL import Image
 
+    runs = [("", reference, model, "browser_max_diff_levels")]
+    if jpeg_reference is not None:
+        runs.append(("&input=jpeg", jpeg_reference, jpeg_model, "browser_jpeg_max_diff_levels"))
+    results = []
     with tempfile.TemporaryDirectory(prefix="edsr-web-check-") as tmp:
         image = Path(tmp) / "verify.png"
         Image.fromarray(np.ascontiguousarray(lr)).save(image)
         with serve(folder) as url, chromium() as browser:
             context = browser.new_context()
-            page = open_page(context, f"{url}index.html?scale={int(scale)}")
-            result = upscale_file(page, image)
+            for query, *_ in runs:
+                page = open_page(context, f"{url}index.html?scale={int(scale)}{query}")
+                results.append(upscale_file(page, image))
+                page.close()
             context.close()
-    if "error" in result:
-        raise VerificationError(f"web page in Chromium: {result['error']}")
-    got = decode_png(result["png"]).astype(np.int16)
-    if got.shape != reference.shape:
-        raise VerificationError(f"web page in Chromium returned {got.shape}, expected {reference.shape}")
-    diff = int(np.abs(got - reference.astype(np.int16)).max())
-    if diff > tolerance:
-        raise VerificationError(
-            f"web page in Chromium differs from Keras by {diff} grey levels (allowed {tolerance})")
-    stats = result["stats"] or {}
+    record = {"browser_check": "passed"}
+    for (query, ref, name, key), result in zip(runs, results):
+        where = f"web page in Chromium{' (?' + query[1:] + ')' if query else ''}"
+        if "error" in result:
+            raise VerificationError(f"{where}: {result['error']}")
+        got = decode_png(result["png"]).astype(np.int16)
+        if got.shape != ref.shape:
+            raise VerificationError(f"{where} returned {got.shape}, expected {ref.shape}")
+        ran = (result["stats"] or {}).get("model")
+        if name is not None and ran != name:
+            raise VerificationError(f"{where} ran the model {ran!r}, expected {name!r}")
+        diff = int(np.abs(got - ref.astype(np.int16)).max())
+        if diff > tolerance:
+            raise VerificationError(
+                f"{where}{' ' + name if query and name else ''} differs from Keras by {diff} grey levels "
+                f"(allowed {tolerance})")
+        record[key] = diff
+    stats = results[0]["stats"] or {}
     # browser_ms: the model's own time in the page (its session.run calls), as the other
     # artifacts' latency times their runtime; browser_total_ms adds decoding, tiling, bicubic, PNG.
-    return {"browser_check": "passed", "browser_max_diff_levels": diff,
-            "browser_threads": stats.get("threads"), "browser_ms": stats.get("modelMs"),
-            "browser_total_ms": stats.get("totalMs"), "browser_input": [1, *map(int, lr.shape[:2]), 3]}
+    record.update({"browser_threads": stats.get("threads"), "browser_ms": stats.get("modelMs"),
+                   "browser_total_ms": stats.get("totalMs"), "browser_input": [1, *map(int, lr.shape[:2]), 3]})
+    return record
+
+
+@dataclasses.dataclass
+class JpegModel:
+    """The JPEG-robust model a bundle carries beside a scale's main model (``--web_jpeg_model``).
+
+    ``onnx``: its fp32 ONNX conversion; ``reference``: its Keras model (a
+    :class:`~edsr_tf.export.verify.KerasRunner`); ``record``: the verification of ``onnx``
+    against ``reference`` on the export's images (:func:`~edsr_tf.export.verify.verify_runner`).
+    """
+
+    name: str
+    net: object
+    onnx: Path
+    reference: object
+    weights: str
+    record: dict
 
 
 def export_web(staging: Path, net, scale: int, name: str, onnx_source: Path, reference, images,
                *, weights: str | None = None, say=lambda _m: None,
-               node_modules: str | os.PathLike | None = None):
+               node_modules: str | os.PathLike | None = None, jpeg: JpegModel | None = None):
     """The pipeline's ``web`` step for one scale of the model.
 
     Adds ``onnx_source`` (the fp32 ONNX export, already converted) to the bundle in
@@ -416,6 +513,11 @@ def export_web(staging: Path, net, scale: int, name: str, onnx_source: Path, ref
     first verification image and raises :class:`VerificationError` when its PNG differs from
     Keras by more than one grey level. The report shows the page's own difference and model
     time (``browser_*``) for this artifact, not onnxruntime's.
+
+    ``jpeg``: the JPEG-robust model to carry too (already converted and verified in
+    onnxruntime): added as ``input_type: "jpeg"`` when its verification passed, and
+    ``check()`` then runs it in the page too (``?input=jpeg``); when it failed, ``check()``
+    raises :class:`VerificationError` naming it, so the bundle fails as a whole.
     """
     from edsr_tf.export import onnx as onnx_export
     from edsr_tf.metrics import quantize
@@ -424,14 +526,38 @@ def export_web(staging: Path, net, scale: int, name: str, onnx_source: Path, ref
     target = add_model(folder, net, scale, name, onnx_source, weights=weights, node_modules=node_modules)
     runner = onnx_export.OnnxRunner(target)
     extra = {"runtime": f"{RUNTIME_PACKAGE} {pinned_version()}", "onnx": target.relative_to(folder).as_posix()}
+    jpeg_info = None
+    if jpeg is not None:
+        rec = jpeg.record
+        jpeg_info = {"name": jpeg.name, "weights": Path(jpeg.weights).name, "onnx": model_file(jpeg.name),
+                     "max_abs_diff": rec.get("max_abs_diff"), "psnr_db": rec.get("psnr_db"),
+                     "tolerance": rec.get("tolerance"), "passed": bool(rec["passed"]),
+                     "compressed_quality": COMPRESSED_QUALITY}
+        if rec["passed"]:
+            jpeg_target = add_model(folder, jpeg.net, scale, jpeg.name, jpeg.onnx, node_modules=node_modules,
+                                    input_type="jpeg", model_weights=jpeg.weights)
+            jpeg_info["size_bytes"] = jpeg_target.stat().st_size
+        else:
+            jpeg_info["failure"] = rec.get("failure")
+        extra["jpeg_model"] = jpeg_info
 
     def check() -> dict:
+        if jpeg is not None and not jpeg.record["passed"]:
+            raise VerificationError(f"the page's JPEG model {jpeg.name} ({Path(jpeg.weights).name}): its ONNX "
+                                    f"file does not match its Keras model: {jpeg.record.get('failure')}")
         lr = images[0].lr
         ref = quantize(reference.run(lr[None].astype(np.float32))[0])
-        rec = browser_check(folder, scale, lr, ref)
+        jpeg_ref = None if jpeg is None else quantize(jpeg.reference.run(lr[None].astype(np.float32))[0])
+        rec = browser_check(folder, scale, lr, ref, model=name, jpeg_reference=jpeg_ref,
+                            jpeg_model=None if jpeg is None else jpeg.name)
         detail = (f" (max {rec['browser_max_diff_levels']} grey level, {images[0].name})"
                   if "browser_max_diff_levels" in rec else "")
         say(f"{name}: web page in headless Chromium: {rec['browser_check']}{detail}")
+        if jpeg_info is not None:
+            levels = rec.pop("browser_jpeg_max_diff_levels", None)
+            if levels is not None:
+                say(f"{jpeg.name}: web page in headless Chromium with ?input=jpeg: max {levels} grey level")
+            rec["jpeg_model"] = {**jpeg_info, "browser_max_diff_levels": levels}
         return rec
 
     return folder, runner, extra, check

@@ -4,8 +4,15 @@
 //   ?maxPixels=N  largest accepted input, in pixels (default: config.json max_pixels)
 //   ?threads=N    WASM threads (default: all cores when the page is cross-origin isolated)
 //   ?scale=S      which model of a multi-scale bundle (MDSR)
+//   ?input=auto|clean|jpeg
+//                 which model, where the bundle carries a JPEG-robust one beside the main model
+//                 (config.json input_type "jpeg"): auto (default) picks it, per image, for a JPEG
+//                 (camera photos included) whose estimated quality (from its quantization table)
+//                 is <= compressed_quality (90), as edsr-upscale does; clean / jpeg force one
+//                 (also the Input selector). The result line and window.edsr.lastStats (model,
+//                 why) say which model ran and why.
 //   ?sw=0         no service worker (no offline copy, single-threaded)
-import { formatBytes, formatPixels } from './lib.js';
+import { chooseModel, COMPRESSED_QUALITY, formatBytes, formatPixels } from './lib.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -16,8 +23,13 @@ const intParam = (name) => {
   return Number.isInteger(n) && n >= 0 ? n : null;
 };
 
-const app = (window.edsr = { state: 'starting', lastStats: null, error: null, threads: 1, isolated: false, progressLog: [] });
-let cfg, model, worker, jobId = 0, current = null, downloadUrl = null;
+const INPUT_TYPES = ['auto', 'clean', 'jpeg'];
+const app = (window.edsr = {
+  state: 'starting', lastStats: null, error: null, threads: 1, isolated: false, progressLog: [],
+  inputType: INPUT_TYPES.includes(params.get('input')) ? params.get('input') : 'auto',
+});
+// model: the scale's main model (input_type "clean"); jpegModel: its JPEG-robust one, or null
+let cfg, model, jpegModel = null, worker, jobId = 0, current = null, downloadUrl = null;
 
 function setState(s) {
   app.state = s;
@@ -108,8 +120,11 @@ function call(type, extra) {
 function onWorkerMessage(msg) {
   if (msg.type === 'ready') {
     app.threads = msg.threads;
+    const names = jpegModel
+      ? `${model.name} + ${jpegModel.name} (for JPEGs of quality ≤ ${cfg.compressed_quality ?? COMPRESSED_QUALITY})`
+      : model.name;
     $('model-info').textContent =
-      `${model.name} · ×${model.scale} · ONNX Runtime Web ${cfg.runtime.version} (WASM, ` +
+      `${names} · ×${model.scale} · ONNX Runtime Web ${cfg.runtime.version} (WASM, ` +
       `${msg.threads} thread${msg.threads === 1 ? '' : 's'}) · tiles of ${app.tile || 'whole image'}` +
       `${app.tile ? ` + ${model.overlap} px context` : ''} · up to ${formatPixels(app.maxPixels)}`;
     setState('ready');
@@ -141,6 +156,7 @@ function onWorkerMessage(msg) {
     const s = msg.stats;
     app.lastStats = { ...s, width: msg.width, height: msg.height };
     $('stats').textContent =
+      `${s.model} (${s.why}) · ` +
       `${current.inSize[0]}×${current.inSize[1]} → ${msg.width}×${msg.height} · ${s.tiles} tile${s.tiles === 1 ? '' : 's'} · ` +
       `model ${(s.modelMs / 1000).toFixed(2)} s · total ${(s.totalMs / 1000).toFixed(2)} s`;
     $('progress-box').hidden = true;
@@ -166,7 +182,9 @@ function upscale(file) {
   const stem = (file.name || 'image').replace(/\.[^.]*$/, '') || 'image';
   current = { id: 0, stem };
   app.progressLog = [];
-  const msg = call('upscale', { file, tile: app.tile, overlap: model.overlap, maxPixels: app.maxPixels });
+  // the worker picks the model from the file's header (chooseModel) and tiles for that model
+  const msg = call('upscale', { file, scale: model.scale, inputType: app.inputType, tile: app.tileParam,
+    maxPixels: app.maxPixels });
   current.id = msg.id;
   $('progress').value = 0;
   $('progress-text').textContent = 'Reading the image…';
@@ -233,24 +251,46 @@ async function main() {
   }
   if (await ensureServiceWorker()) return;
   const wanted = intParam('scale');
-  model = cfg.models.find((m) => m.scale === wanted) || cfg.models[0];
-  if (cfg.models.length > 1) {
+  const scales = [...new Set(cfg.models.map((m) => m.scale))];
+  const scale = scales.includes(wanted) ? wanted : scales[0];
+  model = chooseModel(cfg.models, scale, null, 'clean').model;
+  const robust = chooseModel(cfg.models, scale, null, 'jpeg').model;
+  jpegModel = robust !== model ? robust : null;
+  const buttons = $('drop').querySelector('.buttons');
+  if (jpegModel) {
+    const sel = document.createElement('select');
+    sel.id = 'input-type';
+    sel.title = 'Which model: auto picks the JPEG-robust one for compressed JPEGs';
+    for (const [value, text] of [['auto', 'Input: auto'], ['clean', 'Input: clean'], ['jpeg', 'Input: JPEG']]) {
+      sel.add(new Option(text, value, false, value === app.inputType));
+    }
+    sel.addEventListener('change', () => {
+      app.inputType = sel.value;
+      if (sel.value === 'auto') params.delete('input'); else params.set('input', sel.value);
+      const query = params.toString();
+      history.replaceState(null, '', `${location.pathname}${query ? `?${query}` : ''}`);
+    });
+    buttons.prepend(sel);
+  }
+  if (scales.length > 1) {
     const sel = document.createElement('select');
     sel.id = 'scale';
-    for (const m of cfg.models) sel.add(new Option(`×${m.scale}`, String(m.scale), false, m === model));
+    for (const s of scales) sel.add(new Option(`×${s}`, String(s), false, s === scale));
     sel.addEventListener('change', () => { params.set('scale', sel.value); location.search = params.toString(); });
-    $('drop').querySelector('.buttons').prepend(sel);
+    buttons.prepend(sel);
   }
   app.isolated = !!self.crossOriginIsolated;
   const cores = navigator.hardwareConcurrency || 1;
   app.threads = intParam('threads') || (app.isolated ? Math.min(cores, 8) : 1);
-  app.tile = intParam('tile') ?? model.tile;
+  app.tileParam = intParam('tile'); // null: each model's own tile (config.json)
+  app.tile = app.tileParam ?? model.tile;
   app.maxPixels = intParam('maxPixels') || cfg.max_pixels;
   startWorker();
   worker.postMessage(call('init'));
   if (!noted) {
+    const files = [model, jpegModel].filter(Boolean).map((m) => `${m.file} (${formatBytes(m.size_bytes)})`);
     $('footer').textContent =
-      `Model ${model.file} (${formatBytes(model.size_bytes)}), ONNX Runtime Web ${cfg.runtime.version}. ` +
+      `Model${files.length > 1 ? 's' : ''} ${files.join(', ')}, ONNX Runtime Web ${cfg.runtime.version}. ` +
       (app.isolated ? 'Offline copy saved; multi-threaded.' : 'Single-threaded (page not cross-origin isolated).');
   }
 }

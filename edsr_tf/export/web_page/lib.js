@@ -1,7 +1,8 @@
 // Pure helpers shared by the page and its worker (no DOM, no runtime): exact-overlap tiling
 // (the same split as edsr_tf.inference.axis_tiles), MATLAB bicubic upscaling (the same as
-// edsr_tf.imresize for integer scales, uint8 in and out), and image-header sniffing so an
-// oversized photo is refused before it is decoded.
+// edsr_tf.imresize for integer scales, uint8 in and out), image-header sniffing so an
+// oversized photo is refused before it is decoded, and the model choice per image (a JPEG's
+// quality from its quantization table: the JPEG-robust model for compressed ones).
 
 /**
  * Splits an axis of n pixels into cores of `tile` with `overlap` context pixels each side.
@@ -166,4 +167,117 @@ export function formatBytes(n) {
 /** "12.3 MP" / "850 kP" style pixel counts for messages. */
 export function formatPixels(n) {
   return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MP` : `${Math.round(n / 1e3)} kP`;
+}
+
+// ------------------------------------------------------------------------------------------
+// Which model for which image: the JPEG-robust model for compressed JPEGs, as edsr-upscale
+// (edsr_tf.upscale.choose_shipped_model, edsr_tf.jpeg.estimate_quality) does.
+
+/** At or below this estimated JPEG quality an input counts as compressed (edsr_tf.jpeg.COMPRESSED_QUALITY). */
+export const COMPRESSED_QUALITY = 90;
+
+/** The IJG (libjpeg) standard luminance quantization table, natural (row-major) order. */
+const IJG_LUMINANCE = [
+  16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+  14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+  18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+  49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+];
+
+/** ZIGZAG[k]: the natural (row-major) index of the k-th coefficient in a DQT segment's order. */
+const ZIGZAG = [
+  0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5,
+  12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28,
+  35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51,
+  58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+
+/** libjpeg's jpeg_quality_scaling of the standard luminance table (baseline: clipped to 1..255). */
+export function ijgTable(quality) {
+  const scale = quality < 50 ? Math.floor(5000 / quality) : 200 - 2 * quality;
+  return IJG_LUMINANCE.map((v) => Math.min(255, Math.max(1, Math.floor((v * scale + 50) / 100))));
+}
+
+/**
+ * The luminance quantization table (table id 0) of a JPEG's header, 64 values in natural
+ * order, or null for a non-JPEG or a header without one. Reads DQT segments (8- or 16-bit
+ * precision) up to the first scan.
+ * @param {Uint8Array} b the file's first bytes
+ */
+export function jpegLuminanceTable(b) {
+  if (!(b.length >= 4 && b[0] === 0xff && b[1] === 0xd8)) return null;
+  let o = 2;
+  while (o + 3 < b.length) {
+    if (b[o] !== 0xff) { o++; continue; }
+    const m = b[o + 1];
+    if (m === 0xff) { o++; continue; } // fill byte
+    if (m === 0xd8 || m === 0x01 || (m >= 0xd0 && m <= 0xd7)) { o += 2; continue; } // no length
+    if (m === 0xda || m === 0xd9) return null; // scan (or end) reached: no table 0 before it
+    const len = (b[o + 2] << 8) | b[o + 3];
+    const end = o + 2 + len;
+    if (m === 0xdb) {
+      let p = o + 4;
+      while (p < end && p < b.length) {
+        const precision = b[p] >> 4, id = b[p] & 15, size = precision ? 128 : 64;
+        if (p + 1 + size > Math.min(end, b.length)) return null; // truncated
+        if (id === 0) {
+          const table = new Array(64);
+          for (let k = 0; k < 64; k++) {
+            table[ZIGZAG[k]] = precision ? (b[p + 1 + 2 * k] << 8) | b[p + 2 + 2 * k] : b[p + 1 + k];
+          }
+          return table;
+        }
+        p += 1 + size;
+      }
+    }
+    o = end;
+  }
+  return null;
+}
+
+/**
+ * The IJG quality (1..100) a JPEG was saved with, estimated from its luminance quantization
+ * table: the quality whose scaled standard table is nearest (sum of absolute differences, ties
+ * to the lowest quality), exactly as edsr_tf.jpeg.estimate_quality. null for a non-JPEG or a
+ * header without the table.
+ * @param {Uint8Array} bytes the file's first bytes (the header; 256 KiB is plenty)
+ */
+export function jpegQuality(bytes) {
+  const table = jpegLuminanceTable(bytes);
+  if (!table) return null;
+  let best = null, bestErr = Infinity;
+  for (let q = 1; q <= 100; q++) {
+    const t = ijgTable(q);
+    let err = 0;
+    for (let i = 0; i < 64; i++) err += Math.abs(t[i] - table[i]);
+    if (err < bestErr) { best = q; bestErr = err; }
+  }
+  return best;
+}
+
+/**
+ * The model for one image, and why: `{model, why}`. `models`: config.json's models; `scale`: the
+ * page's scale; `quality`: jpegQuality of the file (null: not a JPEG); `inputType`: 'auto'
+ * (default), or 'clean' / 'jpeg' (?input= in the address). The rule of edsr-upscale: a JPEG of
+ * estimated quality <= `compressedQuality` gets the scale's JPEG-robust model (input_type
+ * "jpeg") where the bundle has one; anything else gets its main model (input_type "clean").
+ */
+export function chooseModel(models, scale, quality, inputType = 'auto', compressedQuality = COMPRESSED_QUALITY) {
+  const ofScale = models.filter((m) => m.scale === scale);
+  const clean = ofScale.find((m) => (m.input_type || 'clean') === 'clean') || ofScale[0];
+  if (!clean) throw new Error(`no ×${scale} model in this page`);
+  const robust = ofScale.find((m) => m.input_type === 'jpeg');
+  if (inputType === 'clean') return { model: clean, why: '?input=clean' };
+  let why;
+  if (inputType === 'jpeg') {
+    why = '?input=jpeg';
+  } else {
+    if (quality === null || quality === undefined) return { model: clean, why: 'not a JPEG' };
+    if (quality > compressedQuality) {
+      return { model: clean, why: `JPEG of estimated quality ${quality} > ${compressedQuality}, barely compressed` };
+    }
+    why = `JPEG of estimated quality ${quality} <= ${compressedQuality}`;
+  }
+  if (!robust) return { model: clean, why: `${why}, but this page has no JPEG-robust ×${scale} model` };
+  return { model: robust, why: `${why}: the JPEG-robust model` };
 }

@@ -1,11 +1,13 @@
-// Module worker: decodes the image, runs the model tile by tile with ONNX Runtime Web (WASM),
-// and makes the bicubic baseline and the PNG. Everything heavy happens here, so the page
-// stays responsive; the page can terminate this worker at any time (Cancel).
+// Module worker: decodes the image, picks the model for it (the JPEG-robust one for a
+// compressed JPEG, where the bundle has one: lib.js chooseModel), runs it tile by tile with ONNX
+// Runtime Web (WASM), and makes the bicubic baseline and the PNG. Everything heavy happens here,
+// so the page stays responsive; the page can terminate this worker at any time (Cancel).
 import * as ort from './ort/ort.wasm.min.js';
-import { bicubicUpscale, formatPixels, imageSize, tileGrid } from './lib.js';
+import { bicubicUpscale, chooseModel, COMPRESSED_QUALITY, formatPixels, imageSize, jpegQuality, tileGrid } from './lib.js';
 
-let session = null;
-let sessionKey = '';
+// One session per model file (and thread count): a bundle's second model is loaded once, on
+// the first image that needs it, and kept.
+const sessions = new Map();
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 
@@ -13,7 +15,7 @@ class UserError extends Error {}
 
 async function loadSession(cfg, model, threads) {
   const key = `${model.file}|${threads}`;
-  if (session && sessionKey === key) return session;
+  if (sessions.has(key)) return sessions.get(key);
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.wasmPaths = {
     mjs: new URL('./ort/ort-wasm-simd-threaded.js', import.meta.url).href,
@@ -22,11 +24,11 @@ async function loadSession(cfg, model, threads) {
   const res = await fetch(new URL(model.file, new URL('./', import.meta.url)));
   if (!res.ok) throw new Error(`cannot load the model ${model.file} (HTTP ${res.status})`);
   const bytes = new Uint8Array(await res.arrayBuffer());
-  session = await ort.InferenceSession.create(bytes, {
+  const session = await ort.InferenceSession.create(bytes, {
     executionProviders: ['wasm'],
     graphOptimizationLevel: 'all',
   });
-  sessionKey = key;
+  sessions.set(key, session);
   return session;
 }
 
@@ -51,7 +53,7 @@ async function decode(file, maxPixels) {
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
   ctx.drawImage(bitmap, 0, 0);
   bitmap.close();
-  return { width, height, rgba: ctx.getImageData(0, 0, width, height).data };
+  return { width, height, rgba: ctx.getImageData(0, 0, width, height).data, quality: jpegQuality(head) };
 }
 
 async function pngOf(rgba, w, h) {
@@ -61,12 +63,13 @@ async function pngOf(rgba, w, h) {
 }
 
 async function upscale(msg) {
-  const { id, file, cfg, model, tile, overlap, threads, maxPixels } = msg;
-  const scale = model.scale;
+  const { id, file, cfg, scale, inputType, threads, maxPixels } = msg;
   const t0 = performance.now();
   post({ type: 'progress', id, phase: 'decoding', done: 0, total: 1 });
   const img = await decode(file, maxPixels);
-  const { width: w, height: h, rgba } = img;
+  const { width: w, height: h, rgba, quality } = img;
+  const { model, why } = chooseModel(cfg.models, scale, quality, inputType, cfg.compressed_quality ?? COMPRESSED_QUALITY);
+  const tile = msg.tile ?? model.tile, overlap = model.overlap; // ?tile= else the model's own
   post({ type: 'progress', id, phase: 'loading model', done: 0, total: 1 });
   const sess = await loadSession(cfg, model, threads);
   const tLoaded = performance.now();
@@ -116,6 +119,7 @@ async function upscale(msg) {
     type: 'result', id, width: W, height: H, rgba: out, png,
     stats: {
       tiles: grid.length, tile, overlap, threads, modelMs, totalMs: t1 - t0, loadMs: tLoaded - t0,
+      model: model.name, why, quality, inputType,
       window: grid.length ? [grid[0][0].winLen, grid[0][1].winLen] : null,
     },
   }, [out.buffer]);
