@@ -51,7 +51,7 @@ def test_settings_are_checked():
 
 
 def test_deterministic_under_a_seed(hr_folder):
-    d = Degradation(jpeg_prob=0.7, noise_prob=0.5, blur_prob=0.5)
+    d = Degradation(jpeg_prob=0.7, noise_prob=0.5, poisson_prob=0.5, blur_prob=0.5)
     a, b = _first(hr_folder, d), _first(hr_folder, d)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
@@ -109,6 +109,44 @@ def _blockiness(img: np.ndarray) -> tuple[float, float]:
     at = d[:, 7::8].mean()
     inside = np.delete(d, np.s_[7::8], axis=1).mean()
     return at, inside
+
+
+def _poisson_lr(levels, prob: float, scale: tuple[float, float], seed=(7, 8)) -> np.ndarray:
+    """Flat LR patches (one grey level each, 40x40, no margin) through the Poisson stage only."""
+    lr = np.stack([np.full((40, 40, 3), v, np.uint8) for v in levels])
+    hr = np.repeat(np.repeat(lr, 2, axis=1), 2, axis=2)
+    d = Degradation(poisson_prob=prob, poisson_scale=scale, margin=0)
+    out, _ = degrade_mod.degrade(tf.constant(lr), tf.constant(hr), scale=2, patch_size=40, degradation=d,
+                                 seed=tf.constant(seed, tf.int64))
+    return out.numpy()
+
+
+def test_poisson_noise_grows_as_the_square_root_of_the_level():
+    """Shot noise: standard deviation scale*sqrt(v) at grey level v, none in black, seeded."""
+    levels = [0, 25, 100, 225]
+    out = _poisson_lr(levels, 1.0, (0.5, 0.5))
+    for v, img in zip(levels, out):
+        want = 0.5 * np.sqrt(v)
+        assert abs(img.mean() - v) < 0.5, (v, img.mean())
+        assert abs(img.std() - want) < 0.1 * want + 0.3, (v, img.std(), want)  # rounding adds ~0.29
+    assert np.all(out[0] == 0)
+    np.testing.assert_array_equal(out, _poisson_lr(levels, 1.0, (0.5, 0.5)))
+    assert not np.array_equal(out, _poisson_lr(levels, 1.0, (0.5, 0.5), seed=(7, 9)))
+    assert out.min() >= 0 and out.max() <= 255 and np.array_equal(out, np.round(out))
+
+
+def test_poisson_noise_share_and_settings():
+    out = _poisson_lr([128] * 64, 0.25, (1.0, 1.0))
+    noisy = np.array([img.std() > 0 for img in out])
+    assert 6 <= noisy.sum() <= 26  # 25 % of 64 patches, binomial spread
+    for bad in (dict(poisson_prob=-0.1), dict(poisson_scale=(0.5, 0.1)), dict(poisson_scale=(0, 4))):
+        with pytest.raises(DegradationError):
+            Degradation(**bad)
+    d = Degradation(poisson_prob=0.3, poisson_scale=[0.1, 0.4])
+    assert d.active and Degradation.from_dict(d.to_dict()) == d
+    assert "30% Poisson noise scale 0.1-0.4" in d.describe()
+    # a run config written before Poisson noise existed still loads, without it
+    assert Degradation.from_dict({"jpeg_prob": 0.5}).poisson_prob == 0.0
 
 
 def test_decoded_jpeg_differs_from_its_source_the_8x8_way():

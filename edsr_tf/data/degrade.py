@@ -3,8 +3,9 @@
 One ``tf.data`` stage, applied to whole batches right after the LR is made and before the
 patches reach the model, in the order a camera or a web pipeline degrades an image::
 
-    HR crop (patch + margin) ─[Gaussian blur, HR px]─▶ MATLAB bicubic ↓s ─[Gaussian noise]─
-    ─[real JPEG at a random quality]─▶ LR crop of the patch at a random offset ⟷ clean HR crop
+    HR crop (patch + margin) ─[Gaussian blur, HR px]─▶ MATLAB bicubic ↓s ─[Poisson (shot) noise]─
+    ─[Gaussian (read) noise]─[real JPEG at a random quality]─▶ LR crop of the patch at a random
+    offset ⟷ clean HR crop
 
 * JPEG is real libjpeg (``tf.image.adjust_jpeg_quality``: encode at the quality, decode;
   4:2:0 chroma), applied to the whole LR crop of ``patch + margin`` pixels, and the training
@@ -47,7 +48,10 @@ class Degradation:
 
     ``jpeg_prob``: share of patches JPEG-compressed, at a quality drawn uniformly from
     ``jpeg_quality`` (inclusive). ``noise_prob``/``noise_sigma``: additive Gaussian noise,
-    standard deviation in grey levels (0..255 scale), rounded to uint8 after. ``blur_prob``/
+    standard deviation in grey levels (0..255 scale), rounded to uint8 after.
+    ``poisson_prob``/``poisson_scale``: shot noise as a sensor makes it (Real-ESRGAN's
+    Poisson noise): a pixel of grey level v becomes v + scale·(Poisson(v) - v), so its standard
+    deviation is scale·sqrt(v) grey levels (scale 0.5: 5.7 at mid-grey, none in black). ``blur_prob``/
     ``blur_sigma``: Gaussian blur of the HR crop before downscaling, sigma in HR pixels.
     ``margin``: LR pixels cut around the patch after degrading (the random offset).
     """
@@ -56,24 +60,27 @@ class Degradation:
     jpeg_quality: tuple[int, int] = (30, 95)
     noise_prob: float = 0.0
     noise_sigma: tuple[float, float] = (1.0, 5.0)
+    poisson_prob: float = 0.0
+    poisson_scale: tuple[float, float] = (0.05, 0.5)
     blur_prob: float = 0.0
     blur_sigma: tuple[float, float] = (0.5, 1.5)
     margin: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("jpeg_prob", "noise_prob", "blur_prob"):
+        for name in ("jpeg_prob", "noise_prob", "poisson_prob", "blur_prob"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
                 raise DegradationError(f"{name} must be in [0, 1], got {v!r}")
         object.__setattr__(self, "jpeg_quality", _range("jpeg_quality", self.jpeg_quality, 1, 100, True))
         object.__setattr__(self, "noise_sigma", _range("noise_sigma", self.noise_sigma, 0, 50))
+        object.__setattr__(self, "poisson_scale", _range("poisson_scale", self.poisson_scale, 0, 3))
         object.__setattr__(self, "blur_sigma", _range("blur_sigma", self.blur_sigma, 0.1, 4))
         if not isinstance(self.margin, int) or not 0 <= self.margin <= 64:
             raise DegradationError(f"margin must be an integer in 0..64, got {self.margin!r}")
 
     @property
     def active(self) -> bool:
-        return self.jpeg_prob > 0 or self.noise_prob > 0 or self.blur_prob > 0
+        return self.jpeg_prob > 0 or self.noise_prob > 0 or self.poisson_prob > 0 or self.blur_prob > 0
 
     @property
     def crop_margin(self) -> int:
@@ -95,6 +102,9 @@ class Degradation:
         if self.blur_prob:
             parts.append(f"{self.blur_prob:.0%} Gaussian blur sigma {self.blur_sigma[0]:g}-{self.blur_sigma[1]:g} "
                          "HR px before downscaling")
+        if self.poisson_prob:
+            parts.append(f"{self.poisson_prob:.0%} Poisson noise scale {self.poisson_scale[0]:g}-"
+                         f"{self.poisson_scale[1]:g}")
         if self.noise_prob:
             parts.append(f"{self.noise_prob:.0%} Gaussian noise sigma {self.noise_sigma[0]:g}-"
                          f"{self.noise_sigma[1]:g} grey levels")
@@ -182,6 +192,15 @@ def degrade(lr: tf.Tensor | None, hr: tf.Tensor, *, scale: int, patch_size: int,
         if d.blur_prob > 0:
             raise DegradationError("blur needs LR made from the HR (an HR-only source), not LR files")
         lr_f = tf.cast(lr, tf.float32)
+    if d.poisson_prob > 0:
+        # Seeds folded from seeds[4] (not a longer split): the other draws stay what they were,
+        # so a run started before Poisson noise existed resumes to the same batches.
+        sub = [tf.random.experimental.stateless_fold_in(seeds[4], i) for i in (1, 2, 3)]
+        on = tf.random.stateless_uniform([n], sub[0]) < d.poisson_prob
+        strength = tf.where(on, tf.random.stateless_uniform([n], sub[1], *d.poisson_scale), 0.0)
+        lam = tf.maximum(lr_f, 0.0)
+        shot = tf.random.stateless_poisson(tf.shape(lr_f), sub[2], lam, dtype=tf.float32) - lam
+        lr_f = tf.clip_by_value(tf.floor(lr_f + shot * strength[:, None, None, None] + 0.5), 0.0, 255.0)
     if d.noise_prob > 0:
         sigma = tf.where(chosen(2, d.noise_prob), uniform(3, *d.noise_sigma), 0.0)
         noise = tf.random.stateless_normal(tf.shape(lr_f), seeds[4]) * sigma[:, None, None, None]

@@ -109,7 +109,8 @@ def _degradation_from_flags(flags_values) -> dict:
     from edsr_tf.data.degrade import Degradation, DegradationError
 
     values = {}
-    for name in ("jpeg_prob", "jpeg_quality", "noise_prob", "noise_sigma", "blur_prob", "blur_sigma"):
+    for name in ("jpeg_prob", "jpeg_quality", "noise_prob", "noise_sigma", "poisson_prob", "poisson_scale",
+                 "blur_prob", "blur_sigma"):
         v = getattr(flags_values, f"degrade_{name}")
         values[name] = tuple(v) if isinstance(v, (list, tuple)) else v
     try:

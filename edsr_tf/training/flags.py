@@ -84,6 +84,9 @@ def define_flags() -> None:
     flags.DEFINE_list("degrade_jpeg_quality", ["30", "95"], "JPEG quality range LOW,HIGH (1..100).")
     flags.DEFINE_float("degrade_noise_prob", 0.0, "Share of patches with Gaussian noise added to the LR.")
     flags.DEFINE_list("degrade_noise_sigma", ["1", "5"], "Noise standard deviation range LOW,HIGH (grey levels).")
+    flags.DEFINE_float("degrade_poisson_prob", 0.0, "Share of patches with Poisson (shot) noise added to the "
+                       "LR: grey level v gets standard deviation scale*sqrt(v).")
+    flags.DEFINE_list("degrade_poisson_scale", ["0.05", "0.5"], "Poisson noise scale range LOW,HIGH (0..3).")
     flags.DEFINE_float("degrade_blur_prob", 0.0, "Share of patches whose HR crop is Gaussian-blurred before "
                        "downscaling (HR-only sources).")
     flags.DEFINE_list("degrade_blur_sigma", ["0.5", "1.5"], "Blur sigma range LOW,HIGH (HR pixels).")
