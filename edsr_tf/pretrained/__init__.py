@@ -40,7 +40,8 @@ class PretrainedModel:
     scales: tuple[int, ...]
     card: dict[str, Any]
     directory: Path = PACKAGE_DIR
-    #: The shipped full-integer TFLite model (quantization-aware trained): file, sha256, size, figures.
+    #: The shipped full-integer TFLite model (from quantization-aware training, or post-training
+    #: for the models without a QAT run): file, sha256, size, figures.
     int8_tflite: dict[str, Any] | None = None
 
     @property
@@ -68,7 +69,8 @@ class PretrainedModel:
         line = f"{self.name:<22} {self.preset} {scales}: {self.figures()}"
         drops = (self.int8_tflite or {}).get("psnr_drop_db", {})
         if drops:
-            parts = ", ".join(f"{k} {v['qat_int8']:+.3f} dB" for k, v in drops.items() if "qat_int8" in v)
+            parts = ", ".join(f"{k} {v.get('qat_int8', v.get('ptq_int8')):+.3f} dB" for k, v in drops.items()
+                              if "qat_int8" in v or "ptq_int8" in v)
             line += f"; int8 .tflite drop {parts}"
         return line
 
