@@ -27,6 +27,7 @@ def shipped_with_jpeg(tmp_path, monkeypatch):
     jpeg = dict(doc["models"]["edsr_baseline_x2"], file="edsr_baseline_x2_jpeg.weights.h5")
     jpeg.pop("int8_tflite", None)
     doc["models"]["edsr_baseline_x2_jpeg"] = jpeg
+    doc["models"].pop("edsr_baseline_x4_jpeg", None)  # the scale without one, whatever ships later
     shutil.copyfile(pkg / "edsr_baseline_x2.weights.h5", pkg / jpeg["file"])
     (pkg / pretrained.MANIFEST).write_text(json.dumps(doc))
     monkeypatch.setattr(pretrained, "PACKAGE_DIR", pkg)
@@ -52,9 +53,9 @@ def test_choice_by_input_kind(tmp_path, shipped_with_jpeg):
     assert choose_shipped_model(png, 2) == ("edsr_baseline_x2", "not a JPEG")
     assert choose_shipped_model(q75, 2, "clean")[0] == "edsr_baseline_x2"
     assert choose_shipped_model(png, 2, "jpeg")[0] == "edsr_baseline_x2_jpeg"
-    # no JPEG-robust x3 in this manifest: the bicubic-trained x3, and the reason says so
-    name, why = choose_shipped_model(q75, 3)
-    assert name == "edsr_baseline_x3" and "no JPEG-robust x3" in why
+    # no JPEG-robust x4 in this manifest: the bicubic-trained x4, and the reason says so
+    name, why = choose_shipped_model(q75, 4)
+    assert name == "edsr_baseline_x4" and "no JPEG-robust x4" in why
 
 
 def _run(argv, monkeypatch):
