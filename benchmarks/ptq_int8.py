@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))  # qat_int8.install_int8
 
 SETS = ("Set5", "Set14")
 
@@ -62,29 +62,16 @@ def measure(name: str, dataset_dir: Path, work: Path) -> dict:
 
 
 def ship(result: dict) -> Path:
-    """Copies the int8 model into the package and records it in the manifest (both atomically)."""
-    from edsr_tf.pretrained import PACKAGE_DIR, sha256_of
+    """Ships the int8 model and records it in the manifest (:func:`qat_int8.install_int8`)."""
+    from qat_int8 import install_int8
 
     name = result["name"]
-    dest = PACKAGE_DIR / f"{name}.int8.tflite"
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.copyfile(result["tflite"], tmp)
-    os.replace(tmp, dest)
-    manifest_path = PACKAGE_DIR / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["models"][name]["int8_tflite"] = {
-        "file": dest.name, "sha256": sha256_of(dest), "size": dest.stat().st_size,
+    return install_int8(name, result["tflite"], {
         "quantization": "full integer (uint8 in/out, int8 activations, per-channel int8 weights), "
                         "post-training: ranges calibrated on the embedded photographs, MSE-refined",
-        # Lineage: the float model shipped beside it; tests check they agree.
-        "float_weights_sha256": manifest["models"][name]["sha256"],
         "psnr_drop_db": {k: {"ptq_int8": v["ptq_int8"]} for k, v in result["psnr_drop_db"].items()},
         "measured_by": f"python benchmarks/ptq_int8.py --name {name} --ship",
-    }
-    tmp = manifest_path.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, manifest_path)
-    return dest
+    })
 
 
 def markdown(result: dict) -> str:
@@ -121,7 +108,7 @@ def main(argv=None) -> int:
                 print(f"\nnot shipped: the largest drop, {worst:.3f} dB, exceeds --max_drop {a.max_drop:g}",
                       file=sys.stderr)
                 return 1
-            print(f"\nshipped {ship(result)}")
+            ship(result)
     return 0
 
 

@@ -150,41 +150,48 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def ship(result: dict, command: str | None = None) -> None:
-    """Copies the scale's QAT int8 model into the package and records it in the manifest."""
+def install_int8(name: str, src: str | os.PathLike, record: dict) -> Path:
+    """Ships ``src`` as ``edsr_tf/pretrained/<name>.int8.tflite`` (what ``upscale --precision int8``
+    runs for ``name``) and records it in the manifest entry ``int8_tflite``: ``record`` plus the
+    file's name, SHA-256 and size and the SHA-256 of the float weights shipped beside it (its
+    lineage; tests check they agree). File and manifest are each written atomically."""
     import shutil
 
+    from edsr_tf.fileio import atomic_write_text
     from edsr_tf.pretrained import PACKAGE_DIR, sha256_of
 
-    name = f"edsr_baseline_x{result['scale']}"
     dest = PACKAGE_DIR / f"{name}.int8.tflite"
-    src = Path(result["qat_tflite"])
-    if src.resolve() != dest.resolve():
+    if Path(src).resolve() != dest.resolve():
         tmp = dest.with_name(f".{dest.name}.tmp")
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
-    run_cfg = Path(result["qat_weights"]).parent / "run_config.json"
-    options = json.loads(run_cfg.read_text())["options"] if run_cfg.is_file() else {}
     manifest_path = PACKAGE_DIR / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["models"][name]["int8_tflite"] = {
-        "file": dest.name, "sha256": sha256_of(dest), "size": dest.stat().st_size,
+        "file": dest.name, "sha256": sha256_of(dest), "size": dest.stat().st_size, **record,
+        "float_weights_sha256": manifest["models"][name]["sha256"],
+    }
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    print(f"shipped {dest} ({dest.stat().st_size:,} bytes)")
+    return dest
+
+
+def ship(result: dict, command: str | None = None) -> None:
+    """Ships the scale's QAT int8 model (:func:`install_int8`) with its QAT run and drops."""
+    name = f"edsr_baseline_x{result['scale']}"
+    run_cfg = Path(result["qat_weights"]).parent / "run_config.json"
+    options = json.loads(run_cfg.read_text())["options"] if run_cfg.is_file() else {}
+    install_int8(name, result["qat_tflite"], {
         "quantization": "full integer (uint8 in/out, int8 activations, per-channel int8 weights), "
                         "activation ranges from quantization-aware training",
         "qat": {"init_from": options.get("init_from"), "steps": options.get("steps"), "lr": options.get("lr"),
                 "command": command or f"python train.py --flagfile=configs/qat_{name}.cfg"},
-        # Lineage: the float model shipped beside it (same training run); tests check they agree.
-        "float_weights_sha256": manifest["models"][name]["sha256"],
         "psnr_drop_db": {set_name: {"ptq_int8": round(res["ptq int8"]["drop"], 3),
                                     "qat_int8": round(res["qat int8"]["drop"], 3),
                                     "qat_int8_vs_qat_float": round(res["qat float"]["psnr"] - res["qat int8"]["psnr"], 3)}
                          for set_name, res in result["sets"].items()},
         "measured_by": "python benchmarks/qat_int8.py --ship",
-    }
-    tmp = manifest_path.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, manifest_path)
-    print(f"shipped {dest} ({dest.stat().st_size:,} bytes)")
+    })
 
 
 def main(argv=None) -> int:
